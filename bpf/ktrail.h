@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * ktrail.h: the one kernel/userspace contract.
+ *
+ * Every record ktrail's BPF programs put in the ring buffer is defined here and
+ * nowhere else. The Python decoder (src/ktrail/decode/schema.py) mirrors these
+ * layouts; tests/integration/test_contract.py checks the mirror against the BTF
+ * of the compiled object, so the two cannot drift.
+ *
+ * Rules for changing it: append, never reorder or resize an existing field;
+ * new event types take the next enum value; keep every struct 8-byte aligned
+ * with explicit padding (the decoder reads packed numpy dtypes).
+ */
+#ifndef KTRAIL_H
+#define KTRAIL_H
+
+#define KT_COMM_LEN 16
+/* Bytes of argv captured per exec (NUL separated). Longer argv sets
+ * KT_EXEC_ARGS_TRUNCATED; argc still carries the true count. */
+#define KT_ARGS_MAX 4096
+/* Bytes of the exec'd filename captured, NUL included. */
+#define KT_PATH_MAX 4096
+/* argv pointers scanned for a failed exec (the only case where argv is read
+ * from the caller's pointer array rather than the new image). */
+#define KT_ARGV_SCAN_MAX 1024
+/* Slots in per-type counter arrays: room for every future event type so the
+ * stats layout never changes when one is added. */
+#define KT_TYPE_SLOTS 64
+
+enum kt_event_type {
+	KT_EVENT_EXEC = 1,
+	KT_EVENT_FORK = 2,
+	KT_EVENT_EXIT = 3,
+};
+
+/* kt_exec_event.flags */
+enum kt_exec_flags {
+	KT_EXEC_ARGS_TRUNCATED = 1,
+	KT_EXEC_FILENAME_TRUNCATED = 2,
+	KT_EXEC_ARGS_UNREADABLE = 4,
+};
+
+/* kt_fork_event.flags */
+enum kt_fork_flags {
+	KT_FORK_THREAD = 1,
+};
+
+/* Fields common to every record. pid/start_ns identify the process the event
+ * is about (tgid and the thread-group leader's start time): together they are
+ * the process identity; the pid alone never is. */
+struct kt_event_header {
+	__u16 type;      /* enum kt_event_type */
+	__u16 flags;     /* reserved, 0 */
+	__u32 size;      /* bytes in this record, header included */
+	__u64 ts_ns;     /* bpf_ktime_get_boot_ns() when the event happened */
+	__u64 seq;       /* per-CPU sequence number; counts every attempt, so a
+	                    gap on one CPU is a record that was not delivered */
+	__u64 start_ns;  /* group leader's start_boottime (ns since boot) */
+	__u32 cpu;
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 ppid;      /* real_parent's tgid at the time of the event */
+	__u32 uid;       /* real uid */
+	__u32 gid;       /* real gid */
+	char comm[KT_COMM_LEN];
+};
+
+/* exec: emitted on success from sched_process_exec (argv read from the new
+ * image) and on failure from sys_exit_execve(at) (argv read from the caller). */
+struct kt_exec_event {
+	struct kt_event_header hdr;
+	__s32 retval;        /* 0, or -errno of a failed exec */
+	__u32 argc;          /* true argument count */
+	__u32 args_len;      /* bytes of argv in data[], from offset 0 */
+	__u32 filename_len;  /* bytes of filename in data[] after argv, NUL included */
+	__u32 flags;         /* enum kt_exec_flags */
+	__u32 auid;          /* login uid (audit), 4294967295 when unset */
+	__u32 euid;
+	__u32 egid;
+	/* argv (NUL separated) then filename. Only the bytes used are sent:
+	 * hdr.size = sizeof fixed part + args_len + filename_len. */
+	char data[KT_ARGS_MAX + KT_PATH_MAX];
+};
+
+/* fork: a new process (or, when threads are traced, a new thread). The header
+ * describes the parent, which is the task that called fork/clone. */
+struct kt_fork_event {
+	struct kt_event_header hdr;
+	__u64 child_start_ns;  /* child's start_boottime */
+	__u32 child_pid;       /* child's tgid */
+	__u32 child_tid;
+	__u32 flags;           /* enum kt_fork_flags */
+	__u32 _pad;
+};
+
+/* exit: the last thread of a process is gone. */
+struct kt_exit_event {
+	struct kt_event_header hdr;
+	__u32 exit_code;  /* wait status: (code << 8) | termsig, 0x80 = core dumped */
+	__u32 _pad;
+};
+
+/* Per-CPU counters (one array slot per CPU). */
+struct kt_stats {
+	__u64 seq;                        /* records attempted on this CPU */
+	__u64 dropped[KT_TYPE_SLOTS];     /* records that could not be reserved */
+	__u64 forced_wakeups;             /* submits that woke the reader early */
+};
+
+#endif /* KTRAIL_H */

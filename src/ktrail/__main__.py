@@ -1,0 +1,3 @@
+from ktrail.cli.main import main
+
+raise SystemExit(main())

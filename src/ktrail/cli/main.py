@@ -1,0 +1,41 @@
+"""Entry point: `ktrail <command>`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ktrail import __version__
+from ktrail.cli import doctor, run
+from ktrail.cli.errors import EXIT_ENV, CliError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ktrail",
+        description="Linux kernel auditing sensor on tracepoints and eBPF.",
+    )
+    p.add_argument("--version", action="version", version=f"ktrail {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    run.add_parser(sub)
+    doctor.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if not getattr(args, "func", None):
+        p.print_help(sys.stderr)
+        return EXIT_ENV
+    try:
+        return int(args.func(args))
+    except CliError as e:
+        print(f"ktrail: error: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:
+        # `ktrail run | head`: the reader went away; that is not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130

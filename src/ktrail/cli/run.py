@@ -1,0 +1,126 @@
+"""`ktrail run`: load the sensor and stream events."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from ktrail.cli.errors import CliError, parse_size
+from ktrail.decode.ringbuf import READERS
+from ktrail.engine.clock import Clock
+from ktrail.engine.enrich import Enricher
+from ktrail.engine.filters import EventFilter
+from ktrail.engine.pipeline import Pipeline, RunOptions
+from ktrail.loader import features
+from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
+from ktrail.loader.sensor import Sensor, SensorConfig, SensorError
+from ktrail.output.formats import FORMATS, make_format
+from ktrail.output.target import RotatingFile, Stream, Target
+from ktrail.process import ProcessTable, ProcFS, UserNames
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="trace and stream events", description=(
+        "Load the sensor and stream events: human-readable on a terminal, JSON lines "
+        "otherwise. Stats records (event counts, losses, process table) are part of "
+        "the stream."))
+    p.add_argument("--events", default="all", metavar="LIST",
+                   help=f"comma-separated event types to trace: {','.join(CATALOG)} "
+                        "(default: all)")
+    p.add_argument("--format", choices=("auto", *FORMATS), default="auto",
+                   help="text on a terminal, json otherwise (default: auto)")
+    p.add_argument("--output", metavar="PATH", help="write to PATH instead of stdout")
+    p.add_argument("--rotate-size", default="100M", metavar="SIZE",
+                   help="rotate --output past SIZE (default: 100M)")
+    p.add_argument("--rotate-keep", type=int, default=5, metavar="N",
+                   help="rotated files to keep (default: 5)")
+    p.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+                   help="only events of this process (repeatable)")
+    p.add_argument("--comm", action="append", default=[], metavar="NAME",
+                   help="only events whose comm is NAME (repeatable)")
+    p.add_argument("--uid", type=int, action="append", default=[], metavar="UID",
+                   help="only events of this real uid (repeatable)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--threads", action="store_true", help="also report thread creation")
+    p.add_argument("--ring-size", default="8M", metavar="SIZE",
+                   help="kernel ring buffer size, rounded up to a power of two (default: 8M)")
+    p.add_argument("--reader", choices=tuple(READERS), default="mmap",
+                   help="ring reader: mmap (batch decode) or libbpf (poll loop fallback)")
+    p.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="emit a stats record this often; 0 = only at exit (default: 60)")
+    p.add_argument("--max-procs", type=int, default=65536, metavar="N",
+                   help="process table bound; evictions are counted (default: 65536)")
+    p.set_defaults(func=run)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    if not args.output:
+        return Stream(sys.stdout.buffer)
+    try:
+        return RotatingFile(args.output, parse_size(args.rotate_size, "--rotate-size"),
+                            args.rotate_keep)
+    except OSError as e:
+        raise CliError(f"--output {args.output}: {e.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        events = parse_events(args.events)
+    except UnknownEvent as e:
+        raise CliError(f"--events: {e}") from None
+    if args.duration is not None and args.duration <= 0:
+        raise CliError("--duration must be positive")
+    if args.max_procs < 1:
+        raise CliError("--max-procs must be at least 1")
+    if args.rotate_keep < 0:
+        raise CliError("--rotate-keep must be 0 or more")
+    ring = parse_size(args.ring_size, "--ring-size")
+    fmt_name = args.format
+    if fmt_name == "auto":
+        fmt_name = "text" if not args.output and sys.stdout.isatty() else "json"
+    fmt = make_format(fmt_name, color=fmt_name == "text" and not args.output and
+                      sys.stdout.isatty())
+
+    problems = features.preflight()
+    if problems:
+        raise CliError("cannot trace on this machine:\n  " + "\n  ".join(problems))
+    features.ensure_tracefs()
+    t0 = time.monotonic()
+    try:
+        sensor = Sensor(SensorConfig(events=events, ring_bytes=ring,
+                                     trace_threads=args.threads))
+        sensor.start()
+    except SensorError as e:
+        raise CliError(f"the sensor failed to start: {e}") from None
+
+    target = None
+    reader = None
+    try:
+        target = _target(args)
+        reader = READERS[args.reader](sensor.ring_fd, sensor.ring_bytes)
+        table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
+        seeded = table.seed()  # after attach, so no process slips between the two
+        pipeline = Pipeline(
+            sensor, reader, args.reader, Enricher(table, Clock()), fmt, target,
+            EventFilter(frozenset(args.pid), frozenset(args.comm), frozenset(args.uid)),
+            RunOptions(duration=args.duration, stats_interval=args.stats_interval),
+        )
+        signal.signal(signal.SIGINT, pipeline.stop)
+        signal.signal(signal.SIGTERM, pipeline.stop)
+        hooks = ", ".join(f"{k} ({v})" for k, v in sensor.describe().items())
+        print(f"ktrail: tracing {hooks}; ring {sensor.ring_bytes >> 10} KiB, {args.reader} "
+              f"reader; {seeded} processes from /proc; ready in "
+              f"{(time.monotonic() - t0) * 1000:.0f} ms", file=sys.stderr, flush=True)
+        final = pipeline.run()
+        lost = final["kernel"]["dropped_total"]
+        print(f"ktrail: {final['events_total']} events, {final['output_events']} written, "
+              f"{lost} lost", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        if reader is not None:
+            reader.close()
+        sensor.close()
+        if target is not None:
+            target.close()

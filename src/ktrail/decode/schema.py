@@ -1,0 +1,104 @@
+"""Python's view of bpf/ktrail.h, the kernel/userspace contract.
+
+Each record layout is a numpy structured dtype so whole batches decode in one
+call. tests/integration/test_contract.py checks every size, offset and enum
+value here against the BTF of the compiled object.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+COMM_LEN = 16
+ARGS_MAX = 4096
+PATH_MAX = 4096
+TYPE_SLOTS = 64
+
+
+class EventType(enum.IntEnum):
+    EXEC = 1
+    FORK = 2
+    EXIT = 3
+
+
+class ExecFlags(enum.IntFlag):
+    ARGS_TRUNCATED = 1
+    FILENAME_TRUNCATED = 2
+    ARGS_UNREADABLE = 4
+
+
+class ForkFlags(enum.IntFlag):
+    THREAD = 1
+
+
+# Names are the C field names, so the contract test can match them one to one.
+HEADER_FIELDS: list[tuple[str, str | tuple[str, int]]] = [
+    ("type", "<u2"),
+    ("flags", "<u2"),
+    ("size", "<u4"),
+    ("ts_ns", "<u8"),
+    ("seq", "<u8"),
+    ("start_ns", "<u8"),
+    ("cpu", "<u4"),
+    ("pid", "<u4"),
+    ("tid", "<u4"),
+    ("ppid", "<u4"),
+    ("uid", "<u4"),
+    ("gid", "<u4"),
+    ("comm", ("S", COMM_LEN)),
+]
+
+
+def _dtype(fields: list[tuple[str, str | tuple[str, int]]]) -> np.dtype:
+    spec = [(n, f"S{t[1]}" if isinstance(t, tuple) else t) for n, t in fields]
+    return np.dtype(spec)
+
+
+HEADER = _dtype(HEADER_FIELDS)
+
+# Fixed part of struct kt_exec_event; data[] (argv then filename) follows.
+EXEC = _dtype(
+    [
+        *HEADER_FIELDS,
+        ("retval", "<i4"),
+        ("argc", "<u4"),
+        ("args_len", "<u4"),
+        ("filename_len", "<u4"),
+        ("flags_exec", "<u4"),
+        ("auid", "<u4"),
+        ("euid", "<u4"),
+        ("egid", "<u4"),
+    ]
+)
+EXEC_DATA_MAX = ARGS_MAX + PATH_MAX
+
+FORK = _dtype(
+    [
+        *HEADER_FIELDS,
+        ("child_start_ns", "<u8"),
+        ("child_pid", "<u4"),
+        ("child_tid", "<u4"),
+        ("flags_fork", "<u4"),
+        ("_pad", "<u4"),
+    ]
+)
+
+EXIT = _dtype([*HEADER_FIELDS, ("exit_code", "<u4"), ("_pad", "<u4")])
+
+# struct kt_stats, one per CPU.
+STATS = np.dtype(
+    [("seq", "<u8"), ("dropped", "<u8", (TYPE_SLOTS,)), ("forced_wakeups", "<u8")]
+)
+
+# Per event type: the dtype of its fixed part, and the C struct it mirrors.
+RECORDS: dict[EventType, tuple[np.dtype, str]] = {
+    EventType.EXEC: (EXEC, "kt_exec_event"),
+    EventType.FORK: (FORK, "kt_fork_event"),
+    EventType.EXIT: (EXIT, "kt_exit_event"),
+}
+
+# The dtypes above flatten the embedded header and rename clashing fields;
+# this maps back to the C member path for the contract test.
+C_FIELD_NAMES = {"flags_exec": "flags", "flags_fork": "flags"}

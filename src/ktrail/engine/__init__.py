@@ -1,0 +1,1 @@
+"""The event pipeline: enrichment of decoded records, filters, and the run loop."""

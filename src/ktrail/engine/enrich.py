@@ -1,0 +1,211 @@
+"""Decoded records + process table -> events.
+
+An event is a nested dict whose dotted paths are the field names rules use
+(``proc.exec_id``, ``evt.type``...). docs/events.md documents every field.
+This is the one place that updates the process table from kernel events, in
+ring order, so a child's exec is always applied after its parent's fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from typing import Any
+
+from ktrail.decode.decoder import Batch
+from ktrail.decode.schema import EXEC, EXIT, FORK, EventType, ExecFlags, ForkFlags
+from ktrail.engine.clock import Clock, ticks
+from ktrail.process import Process, ProcessTable, make_exec_id
+
+Event = dict[str, Any]
+
+# Tuple positions of each dtype's fields (records are handled as tuples from
+# ndarray.tolist(), far cheaper than numpy scalar access per field).
+_H = {n: i for i, n in enumerate(EXEC.names)}  # header fields share positions
+_X = _H
+_F = {n: i for i, n in enumerate(FORK.names)}
+_E = {n: i for i, n in enumerate(EXIT.names)}
+TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
+    _H[k] for k in ("type", "ts_ns", "seq", "start_ns", "cpu", "pid", "tid", "ppid", "uid",
+                    "gid", "comm")
+)
+
+EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
+
+
+def _s(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, f"E{code}")
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"SIG{num}"
+
+
+def split_args(raw: bytes) -> list[str]:
+    """NUL-separated argv -> list; a cut last argument is kept as it is."""
+    if not raw:
+        return []
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [_s(a) for a in raw.split(b"\0")]
+
+
+def decode_status(status: int) -> dict[str, Any]:
+    """Wait status -> {code, signal, core_dumped}, as a shell would tell it."""
+    sig = status & 0x7F
+    if sig:
+        return {"code": None, "signal": signal_name(sig), "signo": sig,
+                "core_dumped": bool(status & 0x80), "status": status}
+    return {"code": (status >> 8) & 0xFF, "signal": None, "signo": 0,
+            "core_dumped": False, "status": status}
+
+
+class Enricher:
+    def __init__(self, table: ProcessTable, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
+        self.counts: dict[str, int] = {name: 0 for name in EVENT_NAMES.values()}
+
+    def process(self, batch: Batch) -> list[Event]:
+        if not len(batch):
+            return []
+        recs = {t: arr.tolist() for t, arr in batch.records.items()}
+        out: list[Event] = []
+        append = out.append
+        exec_data = batch.exec_data
+        for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
+            r = recs[t][i]
+            if t == EventType.EXEC:
+                append(self._exec(r, exec_data[i]))
+            elif t == EventType.FORK:
+                append(self._fork(r))
+            elif t == EventType.EXIT:
+                append(self._exit(r))
+        for ev in out:
+            self.counts[ev["evt"]["type"]] += 1
+        return out
+
+    # --- per type ---
+
+    def _actor(self, r: tuple) -> Process:
+        return self.table.resolve(r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _s(r[COMM]))
+
+    def _exec(self, r: tuple, data: bytes) -> Event:
+        args_len = r[_X["args_len"]]
+        flags = r[_X["flags_exec"]]
+        args = split_args(data[:args_len])
+        filename = _s(data[args_len:].split(b"\0", 1)[0])
+        retval = r[_X["retval"]]
+        truncated = bool(flags & ExecFlags.ARGS_TRUNCATED)
+        if retval == 0:
+            proc = self.table.on_exec(
+                r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _s(r[COMM]),
+                filename, args, truncated, r[TS],
+            )
+        else:
+            proc = self._actor(r)
+        exec_: dict[str, Any] = {
+            "filename": filename,
+            "args": args,
+            "argc": r[_X["argc"]],
+            "args_truncated": truncated,
+            "filename_truncated": bool(flags & ExecFlags.FILENAME_TRUNCATED),
+            "retval": retval,
+            "error": errno_name(-retval) if retval < 0 else None,
+        }
+        ev = self._base("exec", r, proc)
+        ev["exec"] = exec_
+        ev["user"]["euid"] = r[_X["euid"]]
+        ev["user"]["egid"] = r[_X["egid"]]
+        auid = r[_X["auid"]]
+        ev["user"]["auid"] = None if auid == 0xFFFFFFFF else auid
+        return ev
+
+    def _fork(self, r: tuple) -> Event:
+        parent = self._actor(r)
+        thread = bool(r[_F["flags_fork"]] & ForkFlags.THREAD)
+        child_pid, child_start = r[_F["child_pid"]], ticks(r[_F["child_start_ns"]])
+        if not thread:
+            self.table.on_fork(r[PID], ticks(r[START]), child_pid, child_start, r[TS])
+        ev = self._base("fork", r, parent)
+        ev["fork"] = {
+            "child": {
+                "pid": child_pid,
+                "tid": r[_F["child_tid"]],
+                "exec_id": make_exec_id(child_pid, child_start),
+            },
+            "thread": thread,
+        }
+        return ev
+
+    def _exit(self, r: tuple) -> Event:
+        status = r[_E["exit_code"]]
+        proc = self.table.on_exit(r[PID], ticks(r[START]), status, r[TS])
+        if proc is None:
+            proc = self._actor(r)
+            self.table.on_exit(r[PID], ticks(r[START]), status, r[TS])
+        ev = self._base("exit", r, proc)
+        st = decode_status(status)
+        st["duration_ns"] = r[TS] - proc.start_ns if proc.start_ns else None
+        ev["exit"] = st
+        return ev
+
+    # --- shared parts ---
+
+    def _base(self, etype: str, r: tuple, p: Process) -> Event:
+        table = self.table
+        parent = table.get_by_exec_id(p.parent_exec_id) if p.parent_exec_id else None
+        ancestors = []
+        for exec_id, a in zip(p.ancestors, table.ancestry(p), strict=True):
+            if a is None:
+                ancestors.append({"exec_id": exec_id, "pid": None, "exe": None, "comm": None})
+            else:
+                ancestors.append({"exec_id": exec_id, "pid": a.pid, "exe": a.exe,
+                                  "comm": a.comm})
+        container = None
+        if p.container_id:
+            container = {"id": p.container_id[:12], "full_id": p.container_id}
+        return {
+            "evt": {
+                "type": etype,
+                "time": self.clock.rfc3339(r[TS]),
+                "seq": r[SEQ],
+                "cpu": r[CPU],
+            },
+            "proc": {
+                "pid": r[PID],
+                "tid": r[TID],
+                "ppid": r[PPID],
+                "exec_id": p.exec_id,
+                "start_time": self.clock.rfc3339(
+                    p.start_ns if p.start_ns is not None else p.start_ticks * 10_000_000
+                ),
+                "comm": _s(r[COMM]),
+                "exe": p.exe,
+                "name": os.path.basename(p.exe) if p.exe else _s(r[COMM]),
+                "args": p.args,
+                "args_truncated": p.args_truncated,
+                "cwd": p.cwd,
+                "uid": r[UID],
+                "gid": r[GID],
+                "source": p.source,
+                "parent": None if p.parent_exec_id is None else {
+                    "exec_id": p.parent_exec_id,
+                    "pid": parent.pid if parent else None,
+                    "exe": parent.exe if parent else None,
+                    "comm": parent.comm if parent else None,
+                    "args": parent.args if parent else None,
+                },
+                "ancestors": ancestors,
+            },
+            "user": {"uid": r[UID], "name": table.users.name(r[UID])},
+            "container": container,
+        }

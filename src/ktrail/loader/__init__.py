@@ -1,0 +1,1 @@
+"""Loading the sensor: feature probes, the event catalogue, and the BPF lifecycle."""

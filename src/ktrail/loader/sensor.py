@@ -1,0 +1,166 @@
+"""The sensor: the set of BPF programs and maps managed as one unit.
+
+Lifecycle: plan (which hook per enabled event type, no kernel changes) ->
+start (open, configure rodata and map sizes, load, attach) -> close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ktrail.bpf import object_path
+from ktrail.decode.schema import STATS, EventType
+from ktrail.loader import features, libbpf
+from ktrail.loader.catalog import CATALOG, Hook
+
+
+class SensorError(RuntimeError):
+    """The sensor cannot start; the message says why, for the operator."""
+
+
+@dataclass
+class SensorConfig:
+    events: frozenset[str] = frozenset(CATALOG)
+    ring_bytes: int = 8 << 20
+    trace_threads: bool = False
+    # Wake the reader early once this share of the ring is full; below it the
+    # reader drains on its own timer and no submit pays for a wakeup.
+    wakeup_fraction: float = 0.25
+
+
+@dataclass
+class Plan:
+    """Chosen hooks per event type, and why an alternative was skipped."""
+
+    hooks: dict[str, list[Hook]] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has) -> Plan:
+    plan = Plan()
+    for name in sorted(events):
+        spec = CATALOG[name]
+        chosen: list[Hook] = []
+        for hook in spec.choices:
+            if has(hook.mechanism):
+                chosen.append(hook)
+                break
+            plan.skipped.setdefault(name, []).append(f"{hook.mechanism} unavailable")
+        else:
+            plan.missing[name] = "no usable hook: " + ", ".join(
+                h.mechanism for h in spec.choices
+            ) + " all unavailable"
+            continue
+        for hook in spec.always:
+            if has(hook.mechanism):
+                chosen.append(hook)
+            else:
+                plan.skipped.setdefault(name, []).append(
+                    f"{hook.mechanism} unavailable: {hook.target} not covered"
+                )
+        plan.hooks[name] = chosen
+    return plan
+
+
+def _ring_size(nbytes: int) -> int:
+    # The kernel wants a power of two, at least one page.
+    size = 4096
+    while size < nbytes:
+        size <<= 1
+    return size
+
+
+@dataclass
+class KernelStats:
+    seq: np.ndarray              # per CPU: records attempted
+    dropped: np.ndarray          # per CPU x type slot: records not reserved
+    forced_wakeups: int
+
+    def dropped_by_type(self) -> dict[str, int]:
+        totals = self.dropped.sum(axis=0)
+        return {t.name.lower(): int(totals[t]) for t in EventType}
+
+    @property
+    def dropped_total(self) -> int:
+        return int(self.dropped.sum())
+
+
+class Sensor:
+    def __init__(self, config: SensorConfig) -> None:
+        self.config = config
+        self.plan = make_plan(config.events)
+        if self.plan.missing:
+            raise SensorError(
+                "; ".join(f"{name}: {why}" for name, why in self.plan.missing.items())
+            )
+        self.ring_bytes = _ring_size(config.ring_bytes)
+        self._obj: libbpf.Object | None = None
+        self._links: list[libbpf.Link] = []
+        self._ncpus = 0
+
+    def start(self) -> None:
+        wanted = {p for hooks in self.plan.hooks.values() for h in hooks for p in h.programs}
+        obj = libbpf.Object(object_path("ktrail"))
+        self._obj = obj
+        try:
+            for prog in obj.programs():
+                prog.set_autoload(prog.name in wanted)
+            obj.map("kt_events").set_max_entries(self.ring_bytes)
+            obj.set_rodata(
+                {
+                    "kt_trace_threads": self.config.trace_threads,
+                    "kt_wakeup_bytes": int(self.ring_bytes * self.config.wakeup_fraction),
+                }
+            )
+            obj.load()
+            for prog in obj.programs():
+                if prog.name in wanted:
+                    self._links.append(prog.attach())
+            self._ncpus = libbpf.num_possible_cpus()
+        except libbpf.BPFError as e:
+            self.close()
+            detail = f"\n{e.log.strip()}" if e.log.strip() else ""
+            raise SensorError(f"{e.what}: {e.strerror}{detail}") from e
+
+    @property
+    def ring_fd(self) -> int:
+        assert self._obj is not None
+        return self._obj.map("kt_events").fd
+
+    def kernel_stats(self) -> KernelStats:
+        assert self._obj is not None
+        raw = self._obj.map("kt_stats").lookup_percpu(0, self._ncpus)
+        slot = (STATS.itemsize + 7) & ~7
+        arr = np.frombuffer(raw, dtype=np.dtype({"names": ["s"], "formats": [STATS],
+                                                 "itemsize": slot}))["s"]
+        return KernelStats(
+            seq=arr["seq"].copy(),
+            dropped=arr["dropped"].copy(),
+            forced_wakeups=int(arr["forced_wakeups"].sum()),
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Event type -> the hooks it uses, for reports."""
+        return {
+            name: " + ".join(f"{h.mechanism}:{h.target}" for h in hooks)
+            for name, hooks in self.plan.hooks.items()
+        }
+
+    def close(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self) -> Sensor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,94 @@
+"""Event encoders. Each turns a whole batch into one bytes object."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Protocol
+
+import orjson
+
+Event = dict[str, Any]
+
+
+class Format(Protocol):
+    def encode(self, events: list[Event]) -> bytes: ...
+
+
+class JsonLines:
+    """One JSON object per line; the trail format, and what `--format json` gives."""
+
+    def encode(self, events: list[Event]) -> bytes:
+        if not events:
+            return b""
+        dumps = orjson.dumps
+        return b"\n".join([dumps(e) for e in events]) + b"\n"
+
+
+_COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}
+
+
+class Text:
+    """Aligned one-line summaries for a person at a terminal."""
+
+    def __init__(self, color: bool = False) -> None:
+        self.color = color
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def line(self, e: Event) -> str:
+        evt = e["evt"]
+        etype = evt["type"]
+        if etype == "stats":
+            return self._paint(_COLORS["stats"], "stats  " + stats_summary(e["stats"]))
+        proc, user = e["proc"], e.get("user") or {}
+        who = f"{proc['comm']}({proc['pid']})"
+        parent = proc.get("parent") or {}
+        if parent.get("comm"):
+            who += f" < {parent['comm']}({parent.get('pid')})"
+        uname = user.get("name") or user.get("uid")
+        head = f"{evt['time'][11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
+        if etype == "exec":
+            x = e["exec"]
+            detail = shlex.join(x["args"]) if x["args"] else x["filename"]
+            if x["args_truncated"]:
+                detail += f" ...[{x['argc']} args, truncated]"
+            if x["error"]:
+                detail = f"{x['filename']} FAILED {x['error']}: {detail}"
+        elif etype == "fork":
+            c = e["fork"]["child"]
+            detail = f"-> {'thread' if e['fork']['thread'] else 'child'} {c['pid']}"
+        elif etype == "exit":
+            x = e["exit"]
+            detail = f"signal {x['signal']}" if x["signal"] else f"code {x['code']}"
+            if x["core_dumped"]:
+                detail += " (core dumped)"
+        else:
+            detail = ""
+        cont = f" [{e['container']['id']}]" if e.get("container") else ""
+        return f"{head} {uname:<8} {who}{cont}  {detail}"
+
+    def encode(self, events: list[Event]) -> bytes:
+        if not events:
+            return b""
+        return ("\n".join(self.line(e) for e in events) + "\n").encode("utf-8", "replace")
+
+
+def stats_summary(s: dict[str, Any]) -> str:
+    k = s["kernel"]
+    parts = [
+        f"events={s['events_total']}",
+        f"lost={k['dropped_total']}",
+    ]
+    if k["dropped_total"]:
+        parts.append("lost_by_type=" + ",".join(f"{t}:{n}" for t, n in k["dropped"].items() if n))
+    parts.append(f"procs={s['proc_table']['size']}")
+    parts.append(f"evicted={s['proc_table']['evictions']}")
+    return " ".join(parts)
+
+
+FORMATS = ("json", "text")
+
+
+def make_format(name: str, color: bool = False) -> Format:
+    return JsonLines() if name == "json" else Text(color=color)
