@@ -118,6 +118,9 @@ static __always_inline void fill_header(struct kt_event_header *h, __u16 type, _
 	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	h->uid = BPF_CORE_READ(task, cred, uid.val);
 	h->gid = BPF_CORE_READ(task, cred, gid.val);
+	/* Zeroed first: exec records are built in reused scratch memory, and
+	 * bytes past the NUL must not carry another task's name. */
+	__builtin_memset(h->comm, 0, sizeof(h->comm));
 	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
 }
 

@@ -19,7 +19,7 @@ def parse_size(text: str, what: str) -> int:
     num, unit = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
     try:
         value = int(float(num) * units[unit])
-    except ValueError:
+    except (ValueError, OverflowError):  # 'abc', 'inf', '1e400'; int(nan) is ValueError
         raise CliError(f"{what}: {text!r} is not a size (examples: 4096, 512K, 100M, 1G)") from None
     if value <= 0:
         raise CliError(f"{what}: {text!r} must be positive")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -55,37 +56,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _target(args: argparse.Namespace) -> Target:
+def _target(args: argparse.Namespace, rotate_bytes: int) -> Target:
     if not args.output:
         return Stream(sys.stdout.buffer)
     try:
-        return RotatingFile(args.output, parse_size(args.rotate_size, "--rotate-size"),
-                            args.rotate_keep)
+        return RotatingFile(args.output, rotate_bytes, args.rotate_keep)
     except OSError as e:
         raise CliError(f"--output {args.output}: {e.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    # Every usage check comes first, before anything touches the kernel.
     try:
         events = parse_events(args.events)
     except UnknownEvent as e:
         raise CliError(f"--events: {e}") from None
-    if args.duration is not None and args.duration <= 0:
-        raise CliError("--duration must be positive")
+    if args.duration is not None and not (0 < args.duration < math.inf):
+        raise CliError(f"--duration must be a positive number of seconds, not {args.duration}")
+    if not (0 <= args.stats_interval < math.inf):
+        raise CliError(f"--stats-interval must be 0 or more seconds, not {args.stats_interval}")
     if args.max_procs < 1:
         raise CliError("--max-procs must be at least 1")
     if args.rotate_keep < 0:
         raise CliError("--rotate-keep must be 0 or more")
     ring = parse_size(args.ring_size, "--ring-size")
+    rotate_bytes = parse_size(args.rotate_size, "--rotate-size")
     fmt_name = args.format
+    tty = not args.output and sys.stdout.isatty()
     if fmt_name == "auto":
-        fmt_name = "text" if not args.output and sys.stdout.isatty() else "json"
-    fmt = make_format(fmt_name, color=fmt_name == "text" and not args.output and
-                      sys.stdout.isatty())
+        fmt_name = "text" if tty else "json"
+    fmt = make_format(fmt_name, color=fmt_name == "text" and tty)
 
     problems = features.preflight()
     if problems:
         raise CliError("cannot trace on this machine:\n  " + "\n  ".join(problems))
+    target = _target(args, rotate_bytes)
     features.ensure_tracefs()
     t0 = time.monotonic()
     try:
@@ -93,12 +98,11 @@ def run(args: argparse.Namespace) -> int:
                                      trace_threads=args.threads))
         sensor.start()
     except SensorError as e:
+        target.close()
         raise CliError(f"the sensor failed to start: {e}") from None
 
-    target = None
     reader = None
     try:
-        target = _target(args)
         reader = READERS[args.reader](sensor.ring_fd, sensor.ring_bytes)
         table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
         seeded = table.seed()  # after attach, so no process slips between the two
@@ -122,5 +126,4 @@ def run(args: argparse.Namespace) -> int:
         if reader is not None:
             reader.close()
         sensor.close()
-        if target is not None:
-            target.close()
+        target.close()

@@ -38,6 +38,11 @@ def _s(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+def _cstr(b: bytes) -> str:
+    """A fixed-size C string field: stop at the first NUL (bytes after it are stale)."""
+    return _s(b.split(b"\0", 1)[0])
+
+
 def errno_name(code: int) -> str:
     return errno.errorcode.get(code, f"E{code}")
 
@@ -96,7 +101,7 @@ class Enricher:
     # --- per type ---
 
     def _actor(self, r: tuple) -> Process:
-        return self.table.resolve(r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _s(r[COMM]))
+        return self.table.resolve(r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _cstr(r[COMM]))
 
     def _exec(self, r: tuple, data: bytes) -> Event:
         args_len = r[_X["args_len"]]
@@ -107,7 +112,7 @@ class Enricher:
         truncated = bool(flags & ExecFlags.ARGS_TRUNCATED)
         if retval == 0:
             proc = self.table.on_exec(
-                r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _s(r[COMM]),
+                r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _cstr(r[COMM]),
                 filename, args, truncated, r[TS],
             )
         else:
@@ -134,7 +139,8 @@ class Enricher:
         thread = bool(r[_F["flags_fork"]] & ForkFlags.THREAD)
         child_pid, child_start = r[_F["child_pid"]], ticks(r[_F["child_start_ns"]])
         if not thread:
-            self.table.on_fork(r[PID], ticks(r[START]), child_pid, child_start, r[TS])
+            child = self.table.on_fork(r[PID], ticks(r[START]), child_pid, child_start, r[TS])
+            child.start_ns = r[_F["child_start_ns"]]
         ev = self._base("fork", r, parent)
         ev["fork"] = {
             "child": {
@@ -154,7 +160,7 @@ class Enricher:
             self.table.on_exit(r[PID], ticks(r[START]), status, r[TS])
         ev = self._base("exit", r, proc)
         st = decode_status(status)
-        st["duration_ns"] = r[TS] - proc.start_ns if proc.start_ns else None
+        st["duration_ns"] = r[TS] - r[START]
         ev["exit"] = st
         return ev
 
@@ -162,6 +168,9 @@ class Enricher:
 
     def _base(self, etype: str, r: tuple, p: Process) -> Event:
         table = self.table
+        # The header carries the kernel's exact start time; /proc seeds only
+        # know it to the 10 ms tick.
+        p.start_ns = r[START]
         parent = table.get_by_exec_id(p.parent_exec_id) if p.parent_exec_id else None
         ancestors = []
         for exec_id, a in zip(p.ancestors, table.ancestry(p), strict=True):
@@ -185,12 +194,10 @@ class Enricher:
                 "tid": r[TID],
                 "ppid": r[PPID],
                 "exec_id": p.exec_id,
-                "start_time": self.clock.rfc3339(
-                    p.start_ns if p.start_ns is not None else p.start_ticks * 10_000_000
-                ),
-                "comm": _s(r[COMM]),
+                "start_time": self.clock.rfc3339(p.start_ns),
+                "comm": _cstr(r[COMM]),
                 "exe": p.exe,
-                "name": os.path.basename(p.exe) if p.exe else _s(r[COMM]),
+                "name": os.path.basename(p.exe) if p.exe else _cstr(r[COMM]),
                 "args": p.args,
                 "args_truncated": p.args_truncated,
                 "cwd": p.cwd,

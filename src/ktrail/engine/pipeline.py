@@ -165,7 +165,8 @@ class Pipeline:
         if final:
             # After the last drain every attempted record was delivered or
             # dropped; the two independent loss counts must agree.
-            out["reader"]["unreconciled"] = self.loss.gaps - ks.dropped_total
+            # A malformed record took a sequence number but was not counted seen.
+            out["reader"]["unreconciled"] = self.loss.gaps - ks.dropped_total - self.malformed
         return out
 
     def _emit_stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:

@@ -172,13 +172,17 @@ def has_btf() -> bool:
 def preflight() -> list[str]:
     """Reasons the sensor cannot run here; empty when it can."""
     problems: list[str] = []
+    # Capabilities, not the uid, decide: uid 0 in a locked-down container may
+    # hold none, and an unprivileged uid may hold CAP_BPF + CAP_PERFMON.
     caps = effective_caps()
-    privileged = os.geteuid() == 0 or (
-        caps & (1 << CAP_SYS_ADMIN) or (caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON))
+    privileged = caps & (1 << CAP_SYS_ADMIN) or (
+        caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)
     )
     if not privileged:
+        who = "root without capabilities" if os.geteuid() == 0 else f"uid {os.geteuid()}"
         problems.append(
-            "ktrail needs root (or CAP_BPF + CAP_PERFMON) to load BPF programs; run it with sudo"
+            f"ktrail needs root with CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON, to load BPF "
+            f"programs; it runs as {who}. Run it with sudo"
         )
         return problems  # every other check needs privileges to be meaningful
     if not has_btf():

@@ -1,0 +1,121 @@
+"""Integration tests: load the real sensor, run real programs, assert exact events.
+
+They need root. Off CI a non-root run skips them; on CI (CI=true) that is a
+failure, so a missing privilege or kernel feature can never pass as a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        msg = "integration tests load BPF programs and need root"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " (CI=true: refusing to skip)")
+        pytest.skip(msg)
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    _need_root()
+
+
+KTRAIL = [sys.executable, "-m", "ktrail"]
+
+
+@dataclass
+class Trace:
+    events: list[dict[str, Any]]
+    stderr: str
+    returncode: int
+    stats: list[dict[str, Any]] = field(default_factory=list)
+
+    def of_type(self, etype: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["evt"]["type"] == etype]
+
+    def execs(self, exe: str) -> list[dict[str, Any]]:
+        return [e for e in self.of_type("exec") if e["proc"]["exe"] == exe]
+
+    def by_pid(self, pid: int) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["proc"]["pid"] == pid]
+
+    @property
+    def final(self) -> dict[str, Any]:
+        finals = [s for s in self.stats if s["final"]]
+        assert len(finals) == 1, self.stderr
+        return finals[0]
+
+
+class Sensor:
+    """A `ktrail run` subprocess, started and ready to see events."""
+
+    def __init__(self, *args: str) -> None:
+        # Events go to a file: a pipe nobody reads until the end would fill up
+        # and block the sensor's writes.
+        fd, self.out_path = tempfile.mkstemp(prefix="ktrail-test-", suffix=".jsonl")
+        os.close(fd)
+        cmd = [*KTRAIL, "run", "--format", "json", "--stats-interval", "0",
+               "--output", self.out_path, *args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        self._err: list[str] = []
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline().decode()
+            if not line:
+                break
+            self._err.append(line)
+            if "ready in" in line:
+                return
+        self.proc.kill()
+        raise AssertionError("ktrail did not start:\n" + "".join(self._err))
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> Trace:
+        # Let the drain timer pick up the workload's last records first.
+        time.sleep(0.3)
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        text = "".join(self._err) + err.decode()
+        events, stats = [], []
+        with open(self.out_path, "rb") as f:
+            out = f.read()
+        os.unlink(self.out_path)
+        for line in out.splitlines():
+            e = orjson.loads(line)
+            (stats if e["evt"]["type"] == "stats" else events).append(e)
+        return Trace(events, text, self.proc.returncode, [s["stats"] for s in stats])
+
+
+@pytest.fixture
+def sensor() -> Iterator[Callable[..., Sensor]]:
+    started: list[Sensor] = []
+
+    def start(*args: str, **kw: Any) -> Sensor:
+        s = Sensor(*args, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def run(*argv: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, capture_output=True, check=check, timeout=60)

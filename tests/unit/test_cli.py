@@ -1,0 +1,389 @@
+"""CLI error handling (in-process, never touching the kernel), sizes, filters and the clock.
+
+Every `ktrail run` test runs with the machine-facing calls (preflight, tracefs, the
+sensor) replaced: usage errors must be caught before any of them, and the one test that
+gets past them uses fakes, so nothing here loads BPF even when run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ktrail.cli import run as run_cmd
+from ktrail.cli.errors import EXIT_ENV, CliError, parse_size
+from ktrail.cli.main import main
+from ktrail.engine.clock import NS_PER_TICK, USER_HZ, Clock, ticks
+from ktrail.engine.enrich import Event
+from ktrail.engine.filters import EventFilter
+from ktrail.loader import features
+
+REAL_PREFLIGHT = features.preflight
+GUARD = "test guard: the kernel was about to be touched"
+
+
+class Machine:
+    """Records whether the CLI got as far as the machine-facing calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def preflight(self) -> list[str]:
+        self.calls.append("preflight")
+        return [GUARD]
+
+    def ensure_tracefs(self) -> str:
+        self.calls.append("ensure_tracefs")
+        raise AssertionError(GUARD)
+
+    def sensor(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("sensor")
+        raise AssertionError(GUARD)
+
+
+@pytest.fixture(autouse=True)
+def machine(monkeypatch: pytest.MonkeyPatch) -> Machine:
+    m = Machine()
+    monkeypatch.setattr(features, "preflight", m.preflight)
+    monkeypatch.setattr(features, "ensure_tracefs", m.ensure_tracefs)
+    monkeypatch.setattr(run_cmd, "Sensor", m.sensor)
+    return m
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """main(argv) -> (exit code, stderr); argparse's SystemExit counts as a return."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def assert_cli_error(code: int, err: str, *needles: str) -> None:
+    assert code == EXIT_ENV == 2
+    assert err.startswith("ktrail: error: "), err
+    assert err.endswith("\n")
+    for n in needles:
+        assert n in err, (n, err)
+
+
+def assert_usage_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    assert err.startswith("usage: ktrail"), err
+    assert "ktrail" in err and "error: " in err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+# --- usage errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("bogus", "bogus"), ("exec,nope", "nope"), ("", "(none given)"), (" , ", "(none given)")],
+)
+def test_bad_events(
+    value: str, needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+) -> None:
+    code, err = run_main(["run", "--events", value], capsys)
+    assert_cli_error(code, err, "--events", needle, "exec, fork, exit")
+    assert machine.calls == []
+
+
+@pytest.mark.parametrize("value", ["12Q", "", "M", "-1M", "0", "abc", "inf", "1e400"])
+def test_bad_ring_size(value: str, capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
+    code, err = run_main(["run", f"--ring-size={value}"], capsys)
+    assert_cli_error(code, err, "--ring-size", repr(value))
+    assert err.count("\n") == 1
+    assert machine.calls == []
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.5", "0", "nan"])
+def test_bad_duration(value: str, capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
+    code, err = run_main(["run", f"--duration={value}"], capsys)
+    assert_cli_error(code, err, "--duration must be a positive number")
+    assert machine.calls == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--max-procs", "0"], "--max-procs must be at least 1"),
+        (["--rotate-keep", "-1"], "--rotate-keep must be 0 or more"),
+    ],
+)
+def test_bad_bounds(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+) -> None:
+    code, err = run_main(["run", *argv], capsys)
+    assert_cli_error(code, err, needle)
+    assert machine.calls == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["run", "--pid", "abc"], "--pid"),
+        (["run", "--format", "xml"], "--format"),
+        (["run", "--reader", "magic"], "--reader"),
+        (["run", "--duration", "soon"], "--duration"),
+    ],
+)
+def test_argparse_errors(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+) -> None:
+    code, err = run_main(argv, capsys)
+    assert_usage_error(code, err, needle)
+    assert machine.calls == []
+
+
+def test_no_subcommand(capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
+    code, err = run_main([], capsys)
+    assert code == 2
+    assert err.startswith("usage: ktrail")
+    assert "run" in err and "doctor" in err
+    assert machine.calls == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert re.fullmatch(r"ktrail \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+# --- errors past the usage checks -----------------------------------------------------
+
+
+def test_not_privileged(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], machine: Machine
+) -> None:
+    # The real preflight, seeing an unprivileged caller: it stops before probing anything.
+    monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
+    monkeypatch.setattr(features.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(features, "effective_caps", lambda: 0)
+    code, err = run_main(["run", "--duration", "1"], capsys)
+    assert_cli_error(code, err, "cannot trace on this machine", "root")
+    assert machine.calls == []
+
+
+class FakeSensor:
+    ring_fd = -1
+    ring_bytes = 1 << 20
+    closed = False
+    started = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        FakeSensor.started = True
+
+    def close(self) -> None:
+        FakeSensor.closed = True
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+def test_output_in_missing_directory(
+    privileged: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Unprivileged, the preflight refuses first; privileged, the --output check does.
+
+    Both paths run whatever os.geteuid() is here (the privilege is faked either way), and
+    the privileged one uses a fake sensor, so no BPF is ever loaded.
+    """
+    target = tmp_path / "missing" / "trail.json"
+    if privileged:
+        monkeypatch.setattr(features, "preflight", lambda: [])
+        monkeypatch.setattr(features, "ensure_tracefs", lambda: "/sys/kernel/tracing")
+        monkeypatch.setattr(run_cmd, "Sensor", FakeSensor)
+        FakeSensor.started = False
+    else:
+        monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
+        monkeypatch.setattr(features.os, "geteuid", lambda: 1000)
+        monkeypatch.setattr(features, "effective_caps", lambda: 0)
+    code, err = run_main(["run", "--output", str(target)], capsys)
+    if privileged:
+        assert_cli_error(code, err, f"--output {target}", "No such file or directory")
+        assert not FakeSensor.started  # a bad --output is refused before BPF is loaded
+    else:
+        assert_cli_error(code, err, "root")
+    assert not target.parent.exists()
+
+
+def test_output_in_missing_directory_as_this_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As whoever runs the tests: non-root fails in the real preflight; root gets past it
+    (faked, so no kernel probing) to the --output check."""
+    target = tmp_path / "missing" / "trail.json"
+    if os.geteuid() == 0:
+        monkeypatch.setattr(features, "preflight", lambda: [])
+        monkeypatch.setattr(features, "ensure_tracefs", lambda: "/sys/kernel/tracing")
+        monkeypatch.setattr(run_cmd, "Sensor", FakeSensor)
+    else:
+        monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
+        monkeypatch.setattr(features, "effective_caps", lambda: 0)
+    code, err = run_main(["run", "--output", str(target)], capsys)
+    if os.geteuid() == 0:
+        assert_cli_error(code, err, f"--output {target}", "No such file or directory")
+    else:
+        assert_cli_error(code, err, "root")
+
+
+def test_cli_error_code() -> None:
+    assert CliError("x").code == EXIT_ENV
+    assert CliError("x", code=1).code == 1
+
+
+# --- parse_size ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("1", 1),
+        ("512k", 512 << 10),
+        ("512K", 512 << 10),
+        ("100M", 100 << 20),
+        ("100m", 100 << 20),
+        ("1G", 1 << 30),
+        ("8M", 8 << 20),
+        ("1.5K", 1536),
+        ("0.5M", 512 << 10),
+        ("1KB", 1 << 10),
+        ("1MiB", 1 << 20),
+        ("2gib", 2 << 30),
+        (" 64K ", 64 << 10),
+        ("100B", 100),
+        ("1e3", 1000),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text, "--x") == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["12Q", "", " ", "K", "M", "abc", "1T", "1 2M", "0", "0K", "-1", "-5M", "0.1",
+             "nan", "inf", "-inf", "1e400"]
+)
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(CliError) as exc:
+        parse_size(text, "--ring-size")
+    assert str(exc.value).startswith("--ring-size: ")
+    assert repr(text) in str(exc.value)
+    assert exc.value.code == EXIT_ENV
+
+
+# --- EventFilter ---------------------------------------------------------------------
+
+
+def ev(pid: int, comm: str, uid: int) -> Event:
+    return {"evt": {"type": "exec"}, "proc": {"pid": pid, "comm": comm, "uid": uid}}
+
+
+EVENTS = [ev(1, "init", 0), ev(100, "sh", 1000), ev(101, "echo", 1000), ev(200, "sh", 0)]
+
+
+def pids(events: list[Event]) -> list[int]:
+    return [e["proc"]["pid"] for e in events]
+
+
+def test_filter_inactive_passes_everything() -> None:
+    f = EventFilter()
+    assert not f.active
+    assert f.apply(EVENTS) is EVENTS
+    assert all(f.match(e) for e in EVENTS)
+
+
+def test_filter_by_pid() -> None:
+    f = EventFilter(pids=frozenset({100, 200, 999}))
+    assert f.active
+    assert pids(f.apply(EVENTS)) == [100, 200]
+
+
+def test_filter_by_comm() -> None:
+    assert pids(EventFilter(comms=frozenset({"sh"})).apply(EVENTS)) == [100, 200]
+    assert pids(EventFilter(comms=frozenset({"SH"})).apply(EVENTS)) == []
+
+
+def test_filter_by_uid() -> None:
+    assert pids(EventFilter(uids=frozenset({0})).apply(EVENTS)) == [1, 200]
+    assert pids(EventFilter(uids=frozenset({1000})).apply(EVENTS)) == [100, 101]
+
+
+def test_filter_criteria_combine_with_and() -> None:
+    f = EventFilter(comms=frozenset({"sh", "echo"}), uids=frozenset({1000}))
+    assert pids(f.apply(EVENTS)) == [100, 101]
+    f = EventFilter(pids=frozenset({100, 200}), comms=frozenset({"sh"}), uids=frozenset({0}))
+    assert pids(f.apply(EVENTS)) == [200]
+
+
+# --- Clock ---------------------------------------------------------------------------
+
+
+def fixed_clock(offset_ns: int = 0) -> Clock:
+    c = Clock()
+    c.offset_ns = offset_ns
+    return c
+
+
+def test_rfc3339_epoch() -> None:
+    c = fixed_clock()
+    assert c.rfc3339(0) == "1970-01-01T00:00:00.000000000Z"
+    assert c.rfc3339(1) == "1970-01-01T00:00:00.000000001Z"
+    assert c.rfc3339(999_999_999) == "1970-01-01T00:00:00.999999999Z"
+    assert c.rfc3339(1_000_000_000) == "1970-01-01T00:00:01.000000000Z"
+
+
+def test_rfc3339_with_offset() -> None:
+    # 2024-02-29T23:59:59 UTC, a leap day, as the wall time at boot.
+    c = fixed_clock(1_709_251_199 * 1_000_000_000)
+    assert c.rfc3339(123_456_789) == "2024-02-29T23:59:59.123456789Z"
+    assert c.rfc3339(1_000_000_000) == "2024-03-01T00:00:00.000000000Z"
+    assert c.wall_ns(5) == 1_709_251_199 * 1_000_000_000 + 5
+
+
+def test_rfc3339_cache_follows_seconds() -> None:
+    c = fixed_clock()
+    seq = [5_000_000_001, 5_999_999_999, 6_000_000_000, 5_000_000_002, 86_400 * 10**9 + 7]
+    got = [c.rfc3339(n) for n in seq]
+    assert got == [
+        "1970-01-01T00:00:05.000000001Z",
+        "1970-01-01T00:00:05.999999999Z",
+        "1970-01-01T00:00:06.000000000Z",
+        "1970-01-01T00:00:05.000000002Z",
+        "1970-01-02T00:00:00.000000007Z",
+    ]
+
+
+def test_rfc3339_now_is_close_to_wall_clock() -> None:
+    c = Clock()
+    stamp = c.rfc3339(c.now_boot_ns())
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z", stamp)
+    wall = time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
+    before = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 60))
+    assert stamp[:16] in (wall, before)
+
+
+def test_ticks() -> None:
+    assert USER_HZ == 100
+    assert NS_PER_TICK == 10_000_000
+    assert ticks(0) == 0
+    assert ticks(9_999_999) == 0
+    assert ticks(10_000_000) == 1
+    assert ticks(487_257_215_377) == 48725
+    assert ticks(10**18) == 10**11
