@@ -16,7 +16,7 @@ from ktrail.engine.filters import EventFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
-from ktrail.loader.sensor import Sensor, SensorConfig, SensorError
+from ktrail.loader.sensor import MIN_RING_BYTES, Sensor, SensorConfig, SensorError
 from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.process import ProcessTable, ProcFS, UserNames
@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if args.rotate_keep < 0:
         raise CliError("--rotate-keep must be 0 or more")
     ring = parse_size(args.ring_size, "--ring-size")
+    if ring < MIN_RING_BYTES:
+        raise CliError(f"--ring-size must be at least {MIN_RING_BYTES >> 10}K, so that the "
+                       "largest record (an exec with full argv) always fits")
     rotate_bytes = parse_size(args.rotate_size, "--rotate-size")
     fmt_name = args.format
     tty = not args.output and sys.stdout.isatty()

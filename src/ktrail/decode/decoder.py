@@ -76,8 +76,9 @@ class LossTracker:
     """Counts records the kernel numbered but we never saw, per CPU.
 
     Every record attempt takes the next per-CPU sequence number, delivered or
-    not; so sum(highest seq seen) - records seen is what went missing. It is
-    reconciled against the kernel's own drop counters in the run summary.
+    not; so sum(highest seq seen) - records seen is what went missing before
+    the newest record of each CPU. The run summary reconciles the total with
+    the kernel's attempt and drop counters.
     """
 
     ncpus: int

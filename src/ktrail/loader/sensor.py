@@ -17,6 +17,10 @@ from ktrail.loader import features, libbpf
 from ktrail.loader.catalog import CATALOG, Hook
 
 
+# Several of the largest records (exec: ~8 KiB) must fit at once.
+MIN_RING_BYTES = 64 << 10
+
+
 class SensorError(RuntimeError):
     """The sensor cannot start; the message says why, for the operator."""
 

@@ -29,8 +29,8 @@ class Stream:
 
 class RotatingFile:
     """Appends to ``path``; past ``max_bytes`` it becomes path.1, path.1 becomes
-    path.2 ... and only ``keep`` old files remain. Rotation happens between
-    batches, so a JSON line is never split across files."""
+    path.2 ... and only ``keep`` old files remain. Files are cut at line ends,
+    so a JSON line is never split across files."""
 
     def __init__(self, path: str, max_bytes: int, keep: int = 5) -> None:
         self.path = path
@@ -41,12 +41,22 @@ class RotatingFile:
         self._size = self._f.tell()
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
-        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-        self._f.write(data)
-        self._size += len(data)
+        # Fill the current file up to the last whole line that fits, rotate,
+        # go on; a single line longer than max_bytes gets a file of its own.
+        while data:
+            room = self.max_bytes - self._size if self.max_bytes else len(data)
+            if len(data) <= room:
+                cut = len(data)
+            else:
+                cut = data.rfind(b"\n", 0, room) + 1
+                if cut == 0 and self._size == 0:
+                    cut = data.find(b"\n") + 1 or len(data)
+            if cut:
+                self._f.write(data[:cut])
+                self._size += cut
+                data = data[cut:]
+            if data:
+                self._rotate()
 
     def _rotate(self) -> None:
         self._f.close()
