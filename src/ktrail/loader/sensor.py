@@ -16,7 +16,6 @@ from ktrail.decode.schema import STATS, EventType
 from ktrail.loader import features, libbpf
 from ktrail.loader.catalog import CATALOG, Hook
 
-
 # Several of the largest records (exec: ~8 KiB) must fit at once.
 MIN_RING_BYTES = 64 << 10
 
