@@ -32,6 +32,10 @@ TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
 )
 
 EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
+# Plain ints: IntFlag arithmetic is slow enough to show per event.
+_ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
+_FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
+_THREAD = int(ForkFlags.THREAD)
 
 
 def _s(b: bytes) -> str:
@@ -109,12 +113,13 @@ class Enricher:
         args = split_args(data[:args_len])
         filename = _s(data[args_len:].split(b"\0", 1)[0])
         retval = r[_X["retval"]]
-        truncated = bool(flags & ExecFlags.ARGS_TRUNCATED)
+        truncated = bool(flags & _ARGS_TRUNCATED)
         if retval == 0:
             proc = self.table.on_exec(
                 r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _cstr(r[COMM]),
                 filename, args, truncated, r[TS],
             )
+            proc.context = None  # a new image: exe, args, cwd changed
         else:
             proc = self._actor(r)
         exec_: dict[str, Any] = {
@@ -122,7 +127,7 @@ class Enricher:
             "args": args,
             "argc": r[_X["argc"]],
             "args_truncated": truncated,
-            "filename_truncated": bool(flags & ExecFlags.FILENAME_TRUNCATED),
+            "filename_truncated": bool(flags & _FILENAME_TRUNCATED),
             "retval": retval,
             "error": errno_name(-retval) if retval < 0 else None,
         }
@@ -136,7 +141,7 @@ class Enricher:
 
     def _fork(self, r: tuple) -> Event:
         parent = self._actor(r)
-        thread = bool(r[_F["flags_fork"]] & ForkFlags.THREAD)
+        thread = bool(r[_F["flags_fork"]] & _THREAD)
         child_pid, child_start = r[_F["child_pid"]], ticks(r[_F["child_start_ns"]])
         if not thread:
             child = self.table.on_fork(r[PID], ticks(r[START]), child_pid, child_start, r[TS])
@@ -166,11 +171,16 @@ class Enricher:
 
     # --- shared parts ---
 
-    def _base(self, etype: str, r: tuple, p: Process) -> Event:
+    def _context(self, p: Process, start_ns: int) -> dict[str, Any]:
+        """What every event of this process image repeats, built once.
+
+        Parent and ancestors are described as they were when this process was
+        first seen, i.e. who created it, even if an ancestor execs later.
+        """
         table = self.table
         # The header carries the kernel's exact start time; /proc seeds only
         # know it to the 10 ms tick.
-        p.start_ns = r[START]
+        p.start_ns = start_ns
         parent = table.get_by_exec_id(p.parent_exec_id) if p.parent_exec_id else None
         ancestors = []
         for exec_id, a in zip(p.ancestors, table.ancestry(p), strict=True):
@@ -179,9 +189,43 @@ class Enricher:
             else:
                 ancestors.append({"exec_id": exec_id, "pid": a.pid, "exe": a.exe,
                                   "comm": a.comm})
-        container = None
-        if p.container_id:
-            container = {"id": p.container_id[:12], "full_id": p.container_id}
+        ctx = {
+            "exec_id": p.exec_id,
+            "start_time": self.clock.rfc3339(start_ns),
+            "exe": p.exe,
+            "name": os.path.basename(p.exe) if p.exe else p.comm,
+            "args": p.args,
+            "args_truncated": p.args_truncated,
+            "cwd": p.cwd,
+            "source": p.source,
+            "parent": None if p.parent_exec_id is None else {
+                "exec_id": p.parent_exec_id,
+                "pid": parent.pid if parent else None,
+                "exe": parent.exe if parent else None,
+                "comm": parent.comm if parent else None,
+                "args": parent.args if parent else None,
+            },
+            "ancestors": ancestors,
+            "container": None if not p.container_id else {
+                "id": p.container_id[:12], "full_id": p.container_id,
+            },
+        }
+        p.context = ctx
+        return ctx
+
+    def _base(self, etype: str, r: tuple, p: Process) -> Event:
+        ctx = p.context or self._context(p, r[START])
+        uid = r[UID]
+        proc = {
+            "pid": r[PID],
+            "tid": r[TID],
+            "ppid": r[PPID],
+            "comm": _cstr(r[COMM]),
+            "uid": uid,
+            "gid": r[GID],
+        }
+        proc.update(ctx)
+        container = proc.pop("container")
         return {
             "evt": {
                 "type": etype,
@@ -189,30 +233,7 @@ class Enricher:
                 "seq": r[SEQ],
                 "cpu": r[CPU],
             },
-            "proc": {
-                "pid": r[PID],
-                "tid": r[TID],
-                "ppid": r[PPID],
-                "exec_id": p.exec_id,
-                "start_time": self.clock.rfc3339(p.start_ns),
-                "comm": _cstr(r[COMM]),
-                "exe": p.exe,
-                "name": os.path.basename(p.exe) if p.exe else _cstr(r[COMM]),
-                "args": p.args,
-                "args_truncated": p.args_truncated,
-                "cwd": p.cwd,
-                "uid": r[UID],
-                "gid": r[GID],
-                "source": p.source,
-                "parent": None if p.parent_exec_id is None else {
-                    "exec_id": p.parent_exec_id,
-                    "pid": parent.pid if parent else None,
-                    "exe": parent.exe if parent else None,
-                    "comm": parent.comm if parent else None,
-                    "args": parent.args if parent else None,
-                },
-                "ancestors": ancestors,
-            },
-            "user": {"uid": r[UID], "name": table.users.name(r[UID])},
+            "proc": proc,
+            "user": {"uid": uid, "name": self.table.users.name(uid)},
             "container": container,
         }
