@@ -3,7 +3,7 @@
 ``MmapRing`` (default) maps the ring into this process and walks it directly:
 records are copied out in one slice and the consumer position is advanced at
 once, so the kernel gets its space back before any decoding happens.
-``LibbpfRing`` uses libbpf's poll loop with a callback per record: slower, kept
+``LibbpfRing`` uses libbpf's consumer with a callback per record: slower, kept
 as a fallback for kernels or platforms where the direct mapping misbehaves.
 
 The kernel wakes the reader only past a fill threshold (the BPF side submits
@@ -69,9 +69,6 @@ class MmapRing:
         with contextlib.suppress(InterruptedError):
             self._epoll.poll(timeout_s)
 
-    def pending_bytes(self) -> int:
-        return int(self._prod[0]) - self._cons.value
-
     def read(self) -> RawBatch:
         cons = self._cons.value
         prod = int(self._prod[0])
@@ -112,9 +109,6 @@ class LibbpfRing:
     def wait(self, timeout_s: float) -> None:
         # Sleep until a forced wakeup or the timer; consuming happens in read().
         select.select([self._rb.epoll_fd], [], [], timeout_s)
-
-    def pending_bytes(self) -> int:
-        return 0
 
     def read(self) -> RawBatch:
         self._rb.consume()

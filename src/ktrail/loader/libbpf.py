@@ -84,7 +84,6 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_program__name": (_c_char_p, [_c_void_p]),
     "bpf_program__section_name": (_c_char_p, [_c_void_p]),
     "bpf_program__set_autoload": (_c_int, [_c_void_p, ctypes.c_bool]),
-    "bpf_program__autoload": (ctypes.c_bool, [_c_void_p]),
     "bpf_program__attach": (_c_void_p, [_c_void_p]),
     "bpf_program__attach_uprobe_opts": (
         _c_void_p,
@@ -94,7 +93,6 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_map__name": (_c_char_p, [_c_void_p]),
     "bpf_map__fd": (_c_int, [_c_void_p]),
     "bpf_map__set_max_entries": (_c_int, [_c_void_p, ctypes.c_uint32]),
-    "bpf_map__max_entries": (ctypes.c_uint32, [_c_void_p]),
     "bpf_map__value_size": (ctypes.c_uint32, [_c_void_p]),
     "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),
@@ -102,7 +100,6 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "btf__type_by_id": (_c_void_p, [_c_void_p, ctypes.c_uint32]),
     "btf__name_by_offset": (_c_char_p, [_c_void_p, ctypes.c_uint32]),
     "ring_buffer__new": (_c_void_p, [_c_int, _SAMPLE_FN, _c_void_p, _c_void_p]),
-    "ring_buffer__poll": (_c_int, [_c_void_p, _c_int]),
     "ring_buffer__consume": (_c_int, [_c_void_p]),
     "ring_buffer__epoll_fd": (_c_int, [_c_void_p]),
     "ring_buffer__free": (None, [_c_void_p]),
@@ -186,10 +183,6 @@ class Program:
     def set_autoload(self, on: bool) -> None:
         _check(lib().bpf_program__set_autoload(self._ptr, on), f"set_autoload {self.name}")
 
-    @property
-    def autoload(self) -> bool:
-        return bool(lib().bpf_program__autoload(self._ptr))
-
     def attach(self) -> Link:
         ctypes.set_errno(0)
         ptr = lib().bpf_program__attach(self._ptr)
@@ -216,10 +209,6 @@ class Map:
     @property
     def fd(self) -> int:
         return lib().bpf_map__fd(self._ptr)
-
-    @property
-    def max_entries(self) -> int:
-        return int(lib().bpf_map__max_entries(self._ptr))
 
     @property
     def value_size(self) -> int:
@@ -336,7 +325,7 @@ class Object:
 
 
 class RingBuffer:
-    """libbpf's own ring-buffer poll loop: the fallback reader.
+    """libbpf's own ring-buffer consumer: the fallback reader.
 
     The callback copies each record out at once, as libbpf reuses the memory.
     """
@@ -352,12 +341,6 @@ class RingBuffer:
         if not ptr:
             raise _fail("ring_buffer__new")
         self._ptr: int | None = ptr
-
-    def poll(self, timeout_ms: int) -> int:
-        ret = lib().ring_buffer__poll(self._ptr, timeout_ms)
-        if ret < 0 and ret != -errno.EINTR:
-            raise _fail("ring_buffer__poll", -ret)
-        return max(ret, 0)
 
     def consume(self) -> int:
         """Reads every ring regardless of wakeups (records are sent without them)."""
