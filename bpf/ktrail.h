@@ -26,11 +26,75 @@
 /* Slots in per-type counter arrays: room for every future event type so the
  * stats layout never changes when one is added. */
 #define KT_TYPE_SLOTS 64
+/* String slots in a syscall record, and the bytes each may use. */
+#define KT_SYS_STRS 4
+#define KT_STR_MAX 4096
 
 enum kt_event_type {
 	KT_EVENT_EXEC = 1,
 	KT_EVENT_FORK = 2,
 	KT_EVENT_EXIT = 3,
+	/* Syscall events: all carried by struct kt_sys_event. */
+	KT_EVENT_OPEN = 10,
+	KT_EVENT_CREATE = 11,
+	KT_EVENT_UNLINK = 12,
+	KT_EVENT_RMDIR = 13,
+	KT_EVENT_RENAME = 14,
+	KT_EVENT_LINK = 15,
+	KT_EVENT_SYMLINK = 16,
+	KT_EVENT_CHMOD = 17,
+	KT_EVENT_CHOWN = 18,
+	KT_EVENT_UTIMES = 19,
+	KT_EVENT_TRUNCATE = 20,
+};
+
+/* The syscall behind a kt_sys_event, independent of the architecture's
+ * numbering. Names are the syscall names (the loader pastes them). */
+enum kt_syscall {
+	KT_SC_open = 1,
+	KT_SC_openat = 2,
+	KT_SC_openat2 = 3,
+	KT_SC_creat = 4,
+	KT_SC_unlink = 5,
+	KT_SC_unlinkat = 6,
+	KT_SC_rmdir = 7,
+	KT_SC_rename = 8,
+	KT_SC_renameat = 9,
+	KT_SC_renameat2 = 10,
+	KT_SC_link = 11,
+	KT_SC_linkat = 12,
+	KT_SC_symlink = 13,
+	KT_SC_symlinkat = 14,
+	KT_SC_chmod = 15,
+	KT_SC_fchmod = 16,
+	KT_SC_fchmodat = 17,
+	KT_SC_fchmodat2 = 18,
+	KT_SC_chown = 19,
+	KT_SC_lchown = 20,
+	KT_SC_fchown = 21,
+	KT_SC_fchownat = 22,
+	KT_SC_utime = 23,
+	KT_SC_utimes = 24,
+	KT_SC_utimensat = 25,
+	KT_SC_futimesat = 26,
+	KT_SC_truncate = 27,
+	KT_SC_ftruncate = 28,
+};
+
+/* How a string slot of kt_sys_event was filled. */
+enum kt_str_kind {
+	KT_STR_NONE = 0,
+	KT_STR_USER = 1,   /* a string as the caller passed it (may be relative) */
+	KT_STR_DPATH = 2,  /* a kernel path: NUL-terminated components, leaf first */
+	KT_STR_BYTES = 3,  /* raw bytes (a sockaddr, a buffer) */
+};
+
+/* kt_sys_event.flags */
+enum kt_sys_flags {
+	KT_SYS_TRUNCATED = 1,   /* shifted left by slot: that slot was cut */
+	KT_SYS_PATH_ROOTED = 16, /* shifted left by slot: a DPATH reached the root */
+	KT_SYS_CREATED = 256,   /* open: the call created the file */
+	KT_SYS_WATCHED = 512,   /* open: the file is a watched (sensitive) path */
 };
 
 /* kt_exec_event.flags */
@@ -98,6 +162,25 @@ struct kt_exit_event {
 	struct kt_event_header hdr;
 	__u32 exit_code;  /* wait status: (code << 8) | termsig, 0x80 = core dumped */
 	__u32 _pad;
+};
+
+/* Every syscall event: its arguments, the result, and up to KT_SYS_STRS
+ * strings. Each event type has one canonical argument order, whichever
+ * syscall variant produced it (open, openat and openat2 all give dirfd, path,
+ * flags, mode); what each argument and slot means is declared as data on the
+ * Python side (src/ktrail/decode/syscalls.py). */
+struct kt_sys_event {
+	struct kt_event_header hdr;
+	__s64 retval;                   /* return value, -errno on failure */
+	__u64 args[6];                  /* arguments, in the type's canonical order */
+	__u16 syscall;                  /* enum kt_syscall */
+	__u16 str_len[KT_SYS_STRS];     /* bytes of each slot in data[], 0 = empty */
+	__u8 str_kind[KT_SYS_STRS];     /* enum kt_str_kind */
+	__u16 _pad;
+	__u32 flags;                    /* enum kt_sys_flags */
+	__u32 _pad2;
+	/* Slots back to back; only used bytes are sent. */
+	char data[KT_SYS_STRS * KT_STR_MAX];
 };
 
 /* Per-CPU counters (one array slot per CPU). */

@@ -71,11 +71,13 @@ def test_record_layout_matches_btf(btf: dict[str, Any], etype: schema.EventType)
     struct = btf["by_name"][("STRUCT", cname)]
     c_fields = _flatten(btf, struct)
     data = c_fields.pop("data", None)
-    if etype == schema.EventType.EXEC:
+    variable = {"kt_exec_event": schema.EXEC_DATA_MAX, "kt_sys_event": schema.SYS_DATA_MAX}
+    if cname in variable:
         # The fixed part ends where the variable data starts.
-        assert data == (dtype.itemsize, schema.EXEC_DATA_MAX)
-        assert struct["size"] == dtype.itemsize + schema.EXEC_DATA_MAX
+        assert data == (dtype.itemsize, variable[cname])
+        assert struct["size"] == dtype.itemsize + variable[cname]
     else:
+        assert data is None
         assert struct["size"] == dtype.itemsize
     assert _dtype_fields(dtype) == c_fields
 
@@ -99,6 +101,9 @@ def test_stats_matches_btf(btf: dict[str, Any]) -> None:
         ("kt_event_type", schema.EventType, "KT_EVENT_"),
         ("kt_exec_flags", schema.ExecFlags, "KT_EXEC_"),
         ("kt_fork_flags", schema.ForkFlags, "KT_FORK_"),
+        ("kt_str_kind", schema.StrKind, "KT_STR_"),
+        ("kt_sys_flags", schema.SysFlags, "KT_SYS_"),
+        ("kt_syscall", schema.Syscall, "KT_SC_"),
     ],
 )
 def test_enums_match_btf(btf: dict[str, Any], cenum: str, pyenum: Any, prefix: str) -> None:

@@ -81,7 +81,7 @@ def first_of(raw: RawBatch, etype: EventType) -> bytes:
 
 def exec_rows(batch: Batch) -> list[tuple[np.void, bytes]]:
     arr = batch.records[int(EventType.EXEC)]
-    return list(zip(arr, batch.exec_data, strict=True))
+    return list(zip(arr, batch.tails.get(1, []), strict=True))
 
 
 def exec_by_filename(batch: Batch, filename: bytes) -> tuple[np.void, bytes]:
@@ -102,16 +102,17 @@ def test_fixture_shape(raw: RawBatch) -> None:
 
 
 def test_counts_per_type_match_record_types(raw: RawBatch, batch: Batch) -> None:
-    expected = {t: 0 for t in EventType}
+    expected: dict[EventType, int] = {}
     for r in records_of(raw):
-        expected[EventType(raw_type(r))] += 1
+        t = EventType(raw_type(r))
+        expected[t] = expected.get(t, 0) + 1
     assert expected == {EventType.EXEC: 7, EventType.FORK: 7, EventType.EXIT: 8}
     assert len(batch) == 22
     assert batch.malformed == 0
     for etype, n in expected.items():
         assert len(batch.records[int(etype)]) == n
         assert int((batch.types == etype).sum()) == n
-    assert len(batch.exec_data) == expected[EventType.EXEC]
+    assert len(batch.tails.get(1, [])) == expected[EventType.EXEC]
 
 
 def test_types_and_index_follow_ring_order(raw: RawBatch, batch: Batch) -> None:
@@ -219,7 +220,7 @@ def test_short_record_is_malformed_and_skipped(raw: RawBatch, batch: Batch) -> N
     assert out.index.tolist() == batch.index.tolist()
     for t, arr in batch.records.items():
         assert out.records[t].tobytes() == arr.tobytes()
-    assert out.exec_data == batch.exec_data
+    assert out.tails.get(1, []) == batch.tails.get(1, [])
 
 
 @pytest.mark.parametrize("bad_type", [0, 4, 99, 0xFFFF])
@@ -235,7 +236,7 @@ def test_unknown_type_is_malformed_and_skipped(
     assert len(out) == len(recs)
     assert out.types.tolist() == batch.types.tolist()
     assert out.index.tolist() == batch.index.tolist()
-    assert out.exec_data == batch.exec_data
+    assert out.tails.get(1, []) == batch.tails.get(1, [])
     assert set(out.records) == set(batch.records)
     for t, arr in batch.records.items():
         assert out.records[t].tobytes() == arr.tobytes()
@@ -250,7 +251,7 @@ def test_known_type_shorter_than_its_struct_is_malformed(raw: RawBatch) -> None:
     assert out.malformed == 1
     assert out.types.tolist() == [EventType.EXIT]
     assert int(EventType.EXEC) not in out.records
-    assert out.exec_data == []
+    assert out.tails.get(1, []) == []
 
 
 def test_only_malformed_records(raw: RawBatch) -> None:
@@ -259,7 +260,7 @@ def test_only_malformed_records(raw: RawBatch) -> None:
     assert out.malformed == 3
     assert len(out) == 0
     assert out.records == {}
-    assert out.exec_data == []
+    assert out.tails.get(1, []) == []
 
 
 def test_exec_data_clipped_to_record_end(raw: RawBatch) -> None:
@@ -269,7 +270,7 @@ def test_exec_data_clipped_to_record_end(raw: RawBatch) -> None:
     )
     out = decode(make_raw([rec[:-4]]))
     assert out.malformed == 0
-    assert out.exec_data == [b"/bin/echo\0a\0b\0c\0" + b"/bin/e"]
+    assert out.tails.get(1, []) == [b"/bin/echo\0a\0b\0c\0" + b"/bin/e"]
 
 
 def test_unaligned_offsets(raw: RawBatch, batch: Batch) -> None:
@@ -280,7 +281,7 @@ def test_unaligned_offsets(raw: RawBatch, batch: Batch) -> None:
     assert out.types.tolist() == batch.types.tolist()
     for t, arr in batch.records.items():
         assert out.records[t].tobytes() == arr.tobytes()
-    assert out.exec_data == batch.exec_data
+    assert out.tails.get(1, []) == batch.tails.get(1, [])
 
 
 def test_decode_empty() -> None:
@@ -288,7 +289,7 @@ def test_decode_empty() -> None:
     assert len(out) == 0
     assert out.malformed == 0
     assert out.records == {}
-    assert out.exec_data == []
+    assert out.tails.get(1, []) == []
     assert out.types.dtype == np.uint16
 
 

@@ -111,7 +111,7 @@ def test_one_event_per_record_in_ring_order(events: list[Event], batch: Batch) -
 
 
 def test_counts(enricher: Enricher, events: list[Event]) -> None:
-    assert enricher.counts == {"exec": 7, "fork": 7, "exit": 8}
+    assert {k: v for k, v in enricher.counts.items() if v} == {"exec": 7, "fork": 7, "exit": 8}
 
 
 def test_common_fields(events: list[Event], batch: Batch) -> None:
@@ -355,4 +355,4 @@ def test_same_events_one_record_at_a_time(tmp_path: Path, raw: RawBatch) -> None
 
 def test_empty_batch(enricher: Enricher) -> None:
     assert enricher.process(decode(RawBatch(b"", [], []))) == []
-    assert enricher.counts == {"exec": 0, "fork": 0, "exit": 0}
+    assert not any(enricher.counts.values())

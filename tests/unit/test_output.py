@@ -148,7 +148,7 @@ def test_pipeline_writes_events_then_final_stats(tmp_path: Path, raw: RawBatch) 
     assert stats["stats"] == final
     assert final["final"] is True
     assert final["events_total"] == 22
-    assert final["events"] == {"exec": 7, "fork": 7, "exit": 8}
+    assert {k: v for k, v in final["events"].items() if v} == {"exec": 7, "fork": 7, "exit": 8}
     assert final["kernel"]["dropped_total"] == 1
     assert final["reader"]["records"] == 22
     assert final["reader"]["seq_gaps"] == 1

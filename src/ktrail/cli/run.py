@@ -16,7 +16,9 @@ from ktrail.engine.filters import EventFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
+from ktrail.loader.profiles import PROFILES
 from ktrail.loader.sensor import MIN_RING_BYTES, Sensor, SensorConfig, SensorError
+from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.process import ProcessTable, ProcFS, UserNames
@@ -27,9 +29,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Load the sensor and stream events: human-readable on a terminal, JSON lines "
         "otherwise. Stats records (event counts, losses, process table) are part of "
         "the stream."))
-    p.add_argument("--events", default="all", metavar="LIST",
-                   help=f"comma-separated event types to trace: {','.join(CATALOG)} "
-                        "(default: all)")
+    p.add_argument("--profile", choices=tuple(PROFILES), default="default",
+                   help="event set: " + "; ".join(f"{p.name}: {p.description}"
+                                                  for p in PROFILES.values())
+                        + " (default: default)")
+    p.add_argument("--events", metavar="LIST",
+                   help="comma-separated event types to trace instead of the profile's, or "
+                        f"'all': {','.join(CATALOG)}")
+    p.add_argument("--watch", action="append", default=[], metavar="PATH",
+                   help="also report opens of PATH (globs allowed; repeatable); "
+                        "sensitive files such as /etc/shadow are watched by default")
     p.add_argument("--format", choices=("auto", *FORMATS), default="auto",
                    help="text on a terminal, json otherwise (default: auto)")
     p.add_argument("--output", metavar="PATH", help="write to PATH instead of stdout")
@@ -67,8 +76,9 @@ def _target(args: argparse.Namespace, rotate_bytes: int) -> Target:
 
 def run(args: argparse.Namespace) -> int:
     # Every usage check comes first, before anything touches the kernel.
+    profile = PROFILES[args.profile]
     try:
-        events = parse_events(args.events)
+        events = profile.events if args.events is None else parse_events(args.events)
     except UnknownEvent as e:
         raise CliError(f"--events: {e}") from None
     if args.duration is not None and not (0 < args.duration < math.inf):
@@ -97,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
     features.ensure_tracefs()
     t0 = time.monotonic()
     try:
-        sensor = Sensor(SensorConfig(events=events, ring_bytes=ring,
-                                     trace_threads=args.threads))
+        sensor = Sensor(SensorConfig(
+            events=events, ring_bytes=ring, trace_threads=args.threads,
+            watch_paths=DEFAULT_WATCH + tuple(args.watch), open_writes=profile.open_writes,
+        ))
         sensor.start()
     except SensorError as e:
         target.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ktrail.decode.ringbuf import RawBatch
-from ktrail.decode.schema import EXEC, HEADER, RECORDS, EventType
+from ktrail.decode.schema import EXEC, HEADER, RECORDS, SYS
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Batch:
     types: np.ndarray                 # uint16 per record, in ring order
     index: np.ndarray                 # position of each record in records[type]
     records: dict[int, np.ndarray]    # event type -> structured array
-    exec_data: list[bytes]            # variable part of each exec record
+    tails: dict[int, list[bytes]]     # event type -> variable part of each record
     malformed: int = 0                # records too short or of unknown type
 
     def __len__(self) -> int:
@@ -32,7 +32,10 @@ def _gather(u8: np.ndarray, offsets: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(u8[idx]).view(dtype).reshape(-1)
 
 
-EMPTY = Batch(np.zeros(0, np.uint16), np.zeros(0, np.int64), {}, [])
+EMPTY = Batch(np.zeros(0, np.uint16), np.zeros(0, np.int64), {}, {})
+
+# Types whose records carry a variable part after the fixed struct.
+_VARIABLE = {int(t) for t, (dtype, _) in RECORDS.items() if dtype in (EXEC, SYS)}
 
 
 def decode(raw: RawBatch) -> Batch:
@@ -46,7 +49,7 @@ def decode(raw: RawBatch) -> Batch:
     types[ok] = u8[offsets[ok]] | (u8[offsets[ok] + 1].astype(np.uint16) << 8)
     index = np.full(len(offsets), -1, dtype=np.int64)
     records: dict[int, np.ndarray] = {}
-    exec_data: list[bytes] = []
+    tails: dict[int, list[bytes]] = {}
     known = np.zeros(len(offsets), dtype=bool)
     for etype, (dtype, _) in RECORDS.items():
         sel = np.flatnonzero((types == etype) & (lengths >= dtype.itemsize))
@@ -56,19 +59,18 @@ def decode(raw: RawBatch) -> Batch:
         records[int(etype)] = arr
         index[sel] = np.arange(len(sel))
         known[sel] = True
-        if etype == EventType.EXEC:
-            starts = (offsets[sel] + EXEC.itemsize).tolist()
-            sizes = (arr["args_len"].astype(np.int64) + arr["filename_len"]).tolist()
+        if etype in _VARIABLE:
+            # The ring record is exactly as long as the kernel sent: fixed
+            # part, then the used bytes of the variable part.
+            starts = (offsets[sel] + dtype.itemsize).tolist()
             ends = (offsets[sel] + lengths[sel]).tolist()
             buf = raw.buf
-            exec_data = [
-                buf[s : min(s + n, e)] for s, n, e in zip(starts, sizes, ends, strict=True)
-            ]
+            tails[int(etype)] = [buf[a:b] for a, b in zip(starts, ends, strict=True)]
     malformed = int((~known).sum())
     if malformed:
         keep = np.flatnonzero(known)
         types, index = types[keep], index[keep]
-    return Batch(types, index, records, exec_data, malformed)
+    return Batch(types, index, records, tails, malformed)
 
 
 @dataclass

@@ -15,12 +15,51 @@ COMM_LEN = 16
 ARGS_MAX = 4096
 PATH_MAX = 4096
 TYPE_SLOTS = 64
+SYS_STRS = 4
+STR_MAX = 4096
 
 
 class EventType(enum.IntEnum):
     EXEC = 1
     FORK = 2
     EXIT = 3
+    OPEN = 10
+    CREATE = 11
+    UNLINK = 12
+    RMDIR = 13
+    RENAME = 14
+    LINK = 15
+    SYMLINK = 16
+    CHMOD = 17
+    CHOWN = 18
+    UTIMES = 19
+    TRUNCATE = 20
+
+
+class StrKind(enum.IntEnum):
+    NONE = 0
+    USER = 1
+    DPATH = 2
+    BYTES = 3
+
+
+class SysFlags(enum.IntFlag):
+    TRUNCATED = 1       # << slot
+    PATH_ROOTED = 16    # << slot
+    CREATED = 256
+    WATCHED = 512
+
+
+# enum kt_syscall: the C names are the syscall names (KT_SC_<name>).
+Syscall = enum.IntEnum(
+    "Syscall",
+    [(name, i + 1) for i, name in enumerate((
+        "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename",
+        "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod",
+        "fchmodat", "fchmodat2", "chown", "lchown", "fchown", "fchownat", "utime", "utimes",
+        "utimensat", "futimesat", "truncate", "ftruncate",
+    ))],
+)
 
 
 class ExecFlags(enum.IntFlag):
@@ -87,6 +126,24 @@ FORK = _dtype(
 
 EXIT = _dtype([*HEADER_FIELDS, ("exit_code", "<u4"), ("_pad", "<u4")])
 
+# Fixed part of struct kt_sys_event; the string slots follow.
+SYS = np.dtype(
+    [
+        *[(n, f"S{t[1]}" if isinstance(t, tuple) else t) for n, t in HEADER_FIELDS],
+        ("retval", "<i8"),
+        ("args", "<u8", (6,)),
+        ("syscall", "<u2"),
+        ("str_len", "<u2", (SYS_STRS,)),
+        ("str_kind", "u1", (SYS_STRS,)),
+        ("_pad", "<u2"),
+        ("flags_sys", "<u4"),
+        ("_pad2", "<u4"),
+    ]
+)
+SYS_DATA_MAX = SYS_STRS * STR_MAX
+
+SYSCALL_TYPES = frozenset(t for t in EventType if t >= 10)
+
 # struct kt_stats, one per CPU.
 STATS = np.dtype(
     [("seq", "<u8"), ("dropped", "<u8", (TYPE_SLOTS,)), ("forced_wakeups", "<u8")]
@@ -97,8 +154,9 @@ RECORDS: dict[EventType, tuple[np.dtype, str]] = {
     EventType.EXEC: (EXEC, "kt_exec_event"),
     EventType.FORK: (FORK, "kt_fork_event"),
     EventType.EXIT: (EXIT, "kt_exit_event"),
+    **{t: (SYS, "kt_sys_event") for t in SYSCALL_TYPES},
 }
 
 # The dtypes above flatten the embedded header and rename clashing fields;
 # this maps back to the C member path for the contract test.
-C_FIELD_NAMES = {"flags_exec": "flags", "flags_fork": "flags"}
+C_FIELD_NAMES = {"flags_exec": "flags", "flags_fork": "flags", "flags_sys": "flags"}

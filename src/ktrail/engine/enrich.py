@@ -13,8 +13,19 @@ import os
 import signal
 from typing import Any
 
+from ktrail.decode import syscalls
 from ktrail.decode.decoder import Batch
-from ktrail.decode.schema import EXEC, EXIT, FORK, EventType, ExecFlags, ForkFlags
+from ktrail.decode.schema import (
+    EXEC,
+    EXIT,
+    FORK,
+    SYS,
+    EventType,
+    ExecFlags,
+    ForkFlags,
+    Syscall,
+    SysFlags,
+)
 from ktrail.engine.clock import Clock, ticks
 from ktrail.process import Process, ProcessTable, make_exec_id
 
@@ -26,12 +37,19 @@ _H = {n: i for i, n in enumerate(EXEC.names)}  # header fields share positions
 _X = _H
 _F = {n: i for i, n in enumerate(FORK.names)}
 _E = {n: i for i, n in enumerate(EXIT.names)}
+_S = {n: i for i, n in enumerate(SYS.names)}
+S_RETVAL, S_ARGS, S_SYSCALL, S_LEN, S_KIND, S_FLAGS = (
+    _S[k] for k in ("retval", "args", "syscall", "str_len", "str_kind", "flags_sys")
+)
+SYSCALL_NAMES = {int(s): s.name for s in Syscall}
 TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
     _H[k] for k in ("type", "ts_ns", "seq", "start_ns", "cpu", "pid", "tid", "ppid", "uid",
                     "gid", "comm")
 )
 
 EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
+_CREATED = int(SysFlags.CREATED)
+_WATCHED = int(SysFlags.WATCHED)
 # Plain ints: IntFlag arithmetic is slow enough to show per event.
 _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
@@ -89,11 +107,14 @@ class Enricher:
         recs = {t: arr.tolist() for t, arr in batch.records.items()}
         out: list[Event] = []
         append = out.append
-        exec_data = batch.exec_data
+        tails = batch.tails
+        specs = syscalls.SPECS
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
-            if t == EventType.EXEC:
-                append(self._exec(r, exec_data[i]))
+            if t in specs:
+                append(self._sys(specs[t], r, tails[t][i]))
+            elif t == EventType.EXEC:
+                append(self._exec(r, tails[t][i]))
             elif t == EventType.FORK:
                 append(self._fork(r))
             elif t == EventType.EXIT:
@@ -167,6 +188,24 @@ class Enricher:
         st = decode_status(status)
         st["duration_ns"] = r[TS] - r[START]
         ev["exit"] = st
+        return ev
+
+    def _sys(self, spec: syscalls.SysSpec, r: tuple, tail: bytes) -> Event:
+        flags = r[S_FLAGS]
+        # Sub-array fields stay numpy arrays through ndarray.tolist().
+        strs = syscalls.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
+        obj = syscalls.fields(spec, r[S_ARGS].tolist(), strs, flags)
+        if flags & _CREATED:
+            obj["created"] = True
+        if flags & _WATCHED:
+            obj["watched"] = True
+        ev = self._base(spec.name, r, self._actor(r))
+        retval = r[S_RETVAL]
+        evt = ev["evt"]
+        evt["syscall"] = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
+        evt["retval"] = retval
+        evt["error"] = errno_name(-retval) if retval < 0 else None
+        ev[spec.category] = obj
         return ev
 
     # --- shared parts ---

@@ -112,6 +112,9 @@ class Pipeline:
                 if now >= next_check:
                     next_check = now + opts.loss_check_interval
                     self.enricher.table.expire(self.clock.now_boot_ns())
+                    if self.sensor.watch is not None:
+                        # Watched files get new inodes when rewritten (/etc/shadow).
+                        self.sensor.watch.refresh()
                     self._check_loss()
                 if next_stats is not None and now >= next_stats:
                     next_stats = now + opts.stats_interval

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ktrail.decode.schema import EventType
+from ktrail.decode.syscalls import SPECS
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,33 @@ class Hook:
 class EventSpec:
     name: str
     type: EventType
-    choices: tuple[Hook, ...]        # alternatives, best first: exactly one is used
+    choices: tuple[Hook, ...] = ()   # alternatives, best first: exactly one is used
     always: tuple[Hook, ...] = ()    # needed in addition, whichever choice wins
     description: str = ""
+    # Syscall events: the syscalls whose enter/exit tracepoints produce it.
+    # Each is attached when this kernel has its tracepoint.
+    syscalls: tuple[str, ...] = ()
+
+
+def syscall_programs(name: str) -> tuple[str, str]:
+    """The enter and exit programs of a syscall (see bpf/syscall.bpf.h)."""
+    return f"kt_enter_{name}", f"kt_exit_{name}"
+
+
+# Event type -> the syscalls that produce it (bpf/file.bpf.c).
+SYSCALLS: dict[EventType, tuple[str, ...]] = {
+    EventType.OPEN: ("open", "openat", "openat2", "creat"),
+    EventType.CREATE: ("open", "openat", "openat2", "creat"),
+    EventType.UNLINK: ("unlink", "unlinkat"),
+    EventType.RMDIR: ("rmdir", "unlinkat"),
+    EventType.RENAME: ("rename", "renameat", "renameat2"),
+    EventType.LINK: ("link", "linkat"),
+    EventType.SYMLINK: ("symlink", "symlinkat"),
+    EventType.CHMOD: ("chmod", "fchmod", "fchmodat", "fchmodat2"),
+    EventType.CHOWN: ("chown", "lchown", "fchown", "fchownat"),
+    EventType.UTIMES: ("utime", "utimes", "utimensat", "futimesat"),
+    EventType.TRUNCATE: ("truncate", "ftruncate"),
+}
 
 
 CATALOG: dict[str, EventSpec] = {
@@ -63,6 +88,10 @@ CATALOG: dict[str, EventSpec] = {
                 Hook("raw_tp", ("kt_exit_raw",), "sched_process_exit"),
             ),
             description="process exit with its code or signal",
+        ),
+        *(
+            EventSpec(SPECS[t].name, t, description=SPECS[t].description, syscalls=scs)
+            for t, scs in SYSCALLS.items()
         ),
     )
 }

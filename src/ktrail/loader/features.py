@@ -165,6 +165,12 @@ def ensure_securityfs() -> str:
     return _ensure_mounted(SECURITYFS, "securityfs", "lsm")
 
 
+def has_syscall_tracepoint(name: str) -> bool:
+    """Whether syscalls:sys_enter_<name> exists (syscalls differ by arch and version)."""
+    ensure_tracefs()
+    return os.path.isdir(os.path.join(TRACEFS, "events", "syscalls", f"sys_enter_{name}"))
+
+
 def has_btf() -> bool:
     return os.path.exists("/sys/kernel/btf/vmlinux")
 

@@ -96,6 +96,8 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_map__value_size": (ctypes.c_uint32, [_c_void_p]),
     "bpf_map__initial_value": (_c_void_p, [_c_void_p, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map_lookup_elem": (_c_int, [_c_int, _c_void_p, _c_void_p]),
+    "bpf_map_update_elem": (_c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
+    "bpf_map_delete_elem": (_c_int, [_c_int, _c_void_p]),
     "btf__find_by_name_kind": (ctypes.c_int32, [_c_void_p, _c_char_p, ctypes.c_uint32]),
     "btf__type_by_id": (_c_void_p, [_c_void_p, ctypes.c_uint32]),
     "btf__name_by_offset": (_c_char_p, [_c_void_p, ctypes.c_uint32]),
@@ -224,6 +226,16 @@ class Map:
         if not ptr:
             raise _fail(f"initial_value {self.name}")
         return (ctypes.c_char * size.value).from_address(ptr)
+
+    def update(self, key: bytes, value: bytes) -> None:
+        ctypes.set_errno(0)
+        if lib().bpf_map_update_elem(self.fd, key, value, 0) < 0:
+            raise _fail(f"update {self.name}")
+
+    def delete(self, key: bytes) -> None:
+        ctypes.set_errno(0)
+        if lib().bpf_map_delete_elem(self.fd, key) < 0 and ctypes.get_errno() != errno.ENOENT:
+            raise _fail(f"delete {self.name}")
 
     def lookup_percpu(self, key: int, ncpus: int) -> bytes:
         """Raw per-CPU values for ``key``: ncpus slots, each 8-byte aligned."""

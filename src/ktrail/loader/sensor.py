@@ -7,6 +7,7 @@ start (open, configure rodata and map sizes, load, attach) -> close.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,8 @@ import numpy as np
 from ktrail.bpf import object_path
 from ktrail.decode.schema import STATS, EventType
 from ktrail.loader import features, libbpf
-from ktrail.loader.catalog import CATALOG, Hook
+from ktrail.loader.catalog import CATALOG, Hook, syscall_programs
+from ktrail.loader.watch import WatchSet
 
 # Several of the largest records (exec: ~8 KiB) must fit at once.
 MIN_RING_BYTES = 64 << 10
@@ -32,6 +34,10 @@ class SensorConfig:
     # Wake the reader early once this share of the ring is full; below it the
     # reader drains on its own timer and no submit pays for a wakeup.
     wakeup_fraction: float = 0.25
+    # Paths whose opens are reported (`open` events), by device and inode.
+    watch_paths: tuple[str, ...] = ()
+    # `open` for every open for writing too (the `full` profile).
+    open_writes: bool = False
 
 
 @dataclass
@@ -43,10 +49,33 @@ class Plan:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has) -> Plan:
+def _syscall_hook(name: str, syscalls: tuple[str, ...], plan: Plan,
+                  has_syscall: Callable[[str], bool]) -> Hook | None:
+    present = [sc for sc in syscalls if has_syscall(sc)]
+    absent = [sc for sc in syscalls if sc not in present]
+    if absent:
+        plan.skipped.setdefault(name, []).append(
+            f"no tracepoint for {', '.join(absent)} on this kernel"
+        )
+    if not present:
+        return None
+    programs = tuple(p for sc in present for p in syscall_programs(sc))
+    return Hook("tracepoint", programs, "syscalls:" + ",".join(present))
+
+
+def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
+              has_syscall: Callable[[str], bool] = features.has_syscall_tracepoint) -> Plan:
     plan = Plan()
     for name in sorted(events):
         spec = CATALOG[name]
+        if spec.syscalls:
+            hook = _syscall_hook(name, spec.syscalls, plan, has_syscall) if has(
+                "tracepoint") else None
+            if hook is None:
+                plan.missing[name] = "no syscall tracepoint available for it"
+            else:
+                plan.hooks[name] = [hook]
+            continue
         chosen: list[Hook] = []
         for hook in spec.choices:
             if has(hook.mechanism):
@@ -104,6 +133,7 @@ class Sensor:
         self._obj: libbpf.Object | None = None
         self._links: list[libbpf.Link] = []
         self._ncpus = 0
+        self.watch: WatchSet | None = None
 
     def start(self) -> None:
         wanted = {p for hooks in self.plan.hooks.values() for h in hooks for p in h.programs}
@@ -113,13 +143,23 @@ class Sensor:
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)
             obj.map("kt_events").set_max_entries(self.ring_bytes)
+            mask = 0
+            for name in self.plan.hooks:
+                mask |= 1 << int(CATALOG[name].type)
+            watching = bool(self.config.watch_paths) and "open" in self.plan.hooks
             obj.set_rodata(
                 {
                     "kt_trace_threads": self.config.trace_threads,
                     "kt_wakeup_bytes": int(self.ring_bytes * self.config.wakeup_fraction),
+                    "kt_enabled_mask": mask,
+                    "kt_watch_enabled": watching,
+                    "kt_open_writes": self.config.open_writes,
                 }
             )
             obj.load()
+            if watching:
+                self.watch = WatchSet(obj.map("kt_watch"), self.config.watch_paths)
+                self.watch.refresh()
             for prog in obj.programs():
                 if prog.name in wanted:
                     self._links.append(prog.attach())
@@ -154,8 +194,12 @@ class Sensor:
         }
 
     def close(self) -> None:
-        for link in self._links:
-            link.destroy()
+        # Each detach waits for an RCU grace period in the kernel; done one
+        # after another, 50 syscall tracepoints take seconds to let go. The
+        # waits overlap when the calls run in threads (ctypes drops the GIL).
+        if self._links:
+            with ThreadPoolExecutor(max_workers=min(32, len(self._links))) as pool:
+                list(pool.map(libbpf.Link.destroy, self._links))
         self._links.clear()
         if self._obj is not None:
             self._obj.close()

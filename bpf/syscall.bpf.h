@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * syscall.bpf.h: the machinery every syscall event shares.
+ *
+ * sys_enter_X keeps the arguments per thread; sys_exit_X starts a
+ * kt_sys_event from them with the result (failures are events too), fills
+ * string slots, and sends only the bytes used. Paths are made absolute in the
+ * kernel: an fd's path or the cwd is rebuilt by walking dentries up to the
+ * root, across mounts (bpf_d_path is not allowed from tracepoints).
+ */
+#ifndef KT_SYSCALL_BPF_H
+#define KT_SYSCALL_BPF_H
+
+#include "common.bpf.h"
+
+#define KT_AT_FDCWD -100
+#define KT_NAME_MAX 256      /* a path component, NUL included */
+#define KT_PATH_DEPTH 64     /* components walked before a path counts as cut */
+#define KT_DATA_SIZE (KT_SYS_STRS * KT_STR_MAX)
+
+/* Bit N set: event type N is enabled. Several types share a syscall (openat
+ * gives open and create), so the exit decides, after classifying. */
+const volatile __u64 kt_enabled_mask = ~0ULL;
+
+struct sys_args {
+	__u64 args[6];
+};
+
+/* LRU: a thread that dies inside a syscall can never leak an entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct sys_args);
+} kt_sys_args SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kt_sys_event);
+} kt_sys_scratch SEC(".maps");
+
+static __always_inline struct kt_sys_event *sys_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&kt_sys_scratch, &zero);
+}
+
+/* Copies the first `n` arguments only: the kernel refuses to attach a
+ * program that reads past the tracepoint's own fields (max_ctx_offset), and
+ * each sys_enter_X has as many as X takes. `n` is a constant per program. */
+static __always_inline int sys_enter(struct trace_event_raw_sys_enter *ctx, const int n)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct sys_args a = {};
+
+	if (n > 0)
+		a.args[0] = ctx->args[0];
+	if (n > 1)
+		a.args[1] = ctx->args[1];
+	if (n > 2)
+		a.args[2] = ctx->args[2];
+	if (n > 3)
+		a.args[3] = ctx->args[3];
+	if (n > 4)
+		a.args[4] = ctx->args[4];
+	if (n > 5)
+		a.args[5] = ctx->args[5];
+	bpf_map_update_elem(&kt_sys_args, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+/* The record for this thread's syscall exit, or NULL when its entry was not
+ * seen (the sensor attached mid-call). */
+static __always_inline struct kt_sys_event *sys_begin(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct sys_args *a = bpf_map_lookup_elem(&kt_sys_args, &tid);
+	struct kt_sys_event *e;
+	int i;
+
+	if (!a)
+		return NULL;
+	e = sys_scratch();
+	if (e) {
+		for (i = 0; i < 6; i++)
+			e->args[i] = a->args[i];
+		e->retval = ret;
+		for (i = 0; i < KT_SYS_STRS; i++) {
+			e->str_len[i] = 0;
+			e->str_kind[i] = KT_STR_NONE;
+		}
+		e->flags = 0;
+		e->_pad = 0;
+		e->_pad2 = 0;
+	}
+	bpf_map_delete_elem(&kt_sys_args, &tid);
+	return e;
+}
+
+/* Drops the saved arguments when the exit decides there is nothing to send. */
+static __always_inline void sys_forget(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	bpf_map_delete_elem(&kt_sys_args, &tid);
+}
+
+static __always_inline void sys_submit(struct kt_sys_event *e, __u16 type, __u64 used)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 seq, size;
+
+	if (type >= 64 || !(kt_enabled_mask & (1ULL << type)))
+		return;
+	seq = next_seq();
+	if (used > KT_DATA_SIZE)
+		used = KT_DATA_SIZE;
+	size = offsetof(struct kt_sys_event, data) + used;
+	fill_header(&e->hdr, type, size, seq, task);
+	if (bpf_ringbuf_output(&kt_events, e, size, submit_flags()))
+		count_drop(type);
+}
+
+static __always_inline void slot_set(struct kt_sys_event *e, int slot, __u64 len, __u8 kind)
+{
+	if (slot < 0 || slot >= KT_SYS_STRS)
+		return;
+	e->str_len[slot] = len;
+	e->str_kind[slot] = len ? kind : KT_STR_NONE;
+}
+
+/* A caller's string into `slot` at data offset `off`; returns the next offset. */
+static __always_inline __u64 put_user_str(struct kt_sys_event *e, int slot, __u64 off,
+					  const char *ptr)
+{
+	long n;
+
+	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
+		return off;
+	n = bpf_probe_read_user_str(&e->data[off], KT_STR_MAX, ptr);
+	if (n <= 0)
+		return off;
+	if (n >= KT_STR_MAX)
+		e->flags |= KT_SYS_TRUNCATED << slot;
+	slot_set(e, slot, n, KT_STR_USER);
+	return off + n;
+}
+
+/* Raw bytes (a sockaddr) into `slot`. */
+static __always_inline __u64 put_user_bytes(struct kt_sys_event *e, int slot, __u64 off,
+					    const void *ptr, __u32 len)
+{
+	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
+		return off;
+	if (len > 128)
+		len = 128;
+	if (len == 0 || bpf_probe_read_user(&e->data[off], len, ptr))
+		return off;
+	slot_set(e, slot, len, KT_STR_BYTES);
+	return off + len;
+}
+
+struct path_walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	__u64 start;     /* slot start in data[] */
+	__u64 pos;       /* next write position */
+	__u32 rooted;
+	__u32 cut;
+};
+
+/* Walk state lives in a map value, not on the stack: the verifier sees map
+ * contents as unknown, so every bpf_loop iteration looks the same to it and
+ * the callback is verified once instead of once per reachable position. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_walk);
+} kt_walk SEC(".maps");
+
+static __always_inline struct mount *real_mount(struct vfsmount *m)
+{
+	return (struct mount *)((void *)m - bpf_core_field_offset(struct mount, mnt));
+}
+
+/* One step up the tree: cross to the parent mount at a mount root, else
+ * record this component and go to the parent dentry. */
+static long path_step(__u32 i, void *ctx)
+{
+	__u32 zero = 0;
+	struct path_walk *w = bpf_map_lookup_elem(&kt_walk, &zero);
+	struct kt_sys_event *e = sys_scratch();
+	struct dentry *d, *parent;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	const unsigned char *name;
+	__u64 pos, start;
+	long n;
+
+	if (!e || !w)
+		return 1;
+	/* Locals, not w->...: CO-RE must relocate kernel types only. */
+	d = w->dentry;
+	vfsmnt = w->vfsmnt;
+	mnt = w->mnt;
+	if (d == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (up == mnt) {
+			w->rooted = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		w->vfsmnt = (struct vfsmount *)((void *)up + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		/* The root of a filesystem that is not mounted here (a detached
+		 * mount, an internal one such as pipefs): as far as it goes. */
+		w->rooted = 1;
+		return 1;
+	}
+	pos = w->pos;
+	start = w->start;
+	if (pos < start || pos - start > KT_STR_MAX - KT_NAME_MAX ||
+	    pos > KT_DATA_SIZE - KT_NAME_MAX) {
+		w->cut = 1;
+		return 1;
+	}
+	name = BPF_CORE_READ(d, d_name.name);
+	n = bpf_probe_read_kernel_str(&e->data[pos], KT_NAME_MAX, name);
+	if (n <= 0) {
+		w->cut = 1;
+		return 1;
+	}
+	w->pos = pos + n;
+	w->dentry = parent;
+	return 0;
+}
+
+/* An absolute kernel path into `slot`, as NUL-terminated components, leaf
+ * first (the reader reverses them). The root itself is an empty slot with
+ * the ROOTED flag. */
+static __always_inline __u64 put_dpath(struct kt_sys_event *e, int slot, __u64 off,
+				       struct dentry *dentry, struct vfsmount *vfsmnt)
+{
+	__u32 zero = 0;
+	struct path_walk *w = bpf_map_lookup_elem(&kt_walk, &zero);
+	__u64 end;
+
+	if (!w || !dentry || !vfsmnt || off > KT_DATA_SIZE - KT_STR_MAX)
+		return off;
+	w->dentry = dentry;
+	w->vfsmnt = vfsmnt;
+	w->mnt = real_mount(vfsmnt);
+	w->start = off;
+	w->pos = off;
+	w->rooted = 0;
+	w->cut = 0;
+	bpf_loop(KT_PATH_DEPTH, path_step, NULL, 0);
+	end = w->pos;
+	if (end < off || end > off + KT_STR_MAX)
+		end = off;
+	if (!w->rooted)
+		e->flags |= KT_SYS_TRUNCATED << slot;
+	else
+		e->flags |= KT_SYS_PATH_ROOTED << slot;
+	if (slot >= 0 && slot < KT_SYS_STRS) {
+		e->str_len[slot] = end - off;
+		e->str_kind[slot] = KT_STR_DPATH; /* even when empty: that is "/" */
+	}
+	return end;
+}
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *f = NULL;
+
+	if (fd < 0 || !fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+static __always_inline __u64 put_file_path(struct kt_sys_event *e, int slot, __u64 off,
+					   struct file *f)
+{
+	if (!f)
+		return off;
+	return put_dpath(e, slot, off, BPF_CORE_READ(f, f_path.dentry),
+			 BPF_CORE_READ(f, f_path.mnt));
+}
+
+static __always_inline __u64 put_fd_path(struct kt_sys_event *e, int slot, __u64 off, long fd)
+{
+	return put_file_path(e, slot, off, fd_file(fd));
+}
+
+static __always_inline __u64 put_cwd(struct kt_sys_event *e, int slot, __u64 off)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return put_dpath(e, slot, off, BPF_CORE_READ(task, fs, pwd.dentry),
+			 BPF_CORE_READ(task, fs, pwd.mnt));
+}
+
+/* The directory a relative `path` is resolved against (dirfd or the cwd),
+ * into `slot`; nothing for an absolute path. */
+static __always_inline __u64 put_base(struct kt_sys_event *e, int slot, __u64 off, long dirfd,
+				      const char *path)
+{
+	char c = 0;
+
+	if (path && bpf_probe_read_user(&c, 1, path) == 0 && c == '/')
+		return off;
+	if ((int)dirfd == KT_AT_FDCWD)
+		return put_cwd(e, slot, off);
+	return put_fd_path(e, slot, off, dirfd);
+}
+
+/* A path argument as given (slot) and its base directory (slot + 1). */
+static __always_inline __u64 put_path_at(struct kt_sys_event *e, int slot, __u64 off, long dirfd,
+					 const char *path)
+{
+	off = put_user_str(e, slot, off, path);
+	return put_base(e, slot + 1, off, dirfd, path);
+}
+
+#define SYS_ENTER(name, nargs)                                                           \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                      \
+	int kt_enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
+	{                                                                                \
+		return sys_enter(ctx, nargs);                                            \
+	}
+
+/* Defines the exit program of syscall `name`; the body that follows gets
+ * `e` (arguments as passed, in e->args, and e->syscall set) and `ret`, and
+ * returns after submitting or not. */
+#define SYS_EXIT(name)                                                                   \
+	static __always_inline int exit_##name(struct kt_sys_event *e, long ret);       \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                       \
+	int kt_exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
+	{                                                                                \
+		struct kt_sys_event *e = sys_begin(ctx->ret);                            \
+		if (!e)                                                                  \
+			return 0;                                                        \
+		e->syscall = KT_SC_##name;                                               \
+		return exit_##name(e, ctx->ret);                                         \
+	}                                                                                \
+	static __always_inline int exit_##name(struct kt_sys_event *e, long ret)
+
+/* Both programs of a syscall taking `nargs` arguments; its exit body follows. */
+#define SYSCALL(name, nargs) SYS_ENTER(name, nargs) SYS_EXIT(name)
+
+#define ARG(i, type) ((type)e->args[i])
+
+#endif /* KT_SYSCALL_BPF_H */
