@@ -1,0 +1,69 @@
+"""decode/syscalls.py: string slots, path resolution and argument decoding."""
+
+from __future__ import annotations
+
+from ktrail.decode import syscalls
+from ktrail.decode.schema import EventType, StrKind, SysFlags
+
+
+def test_kernel_path_components_are_reversed() -> None:
+    tail = b"file\0dir\0tmp\0"
+    [path] = syscalls.slots(tail, [len(tail)], [StrKind.DPATH], SysFlags.PATH_ROOTED)
+    assert path == "/tmp/dir/file"
+
+
+def test_root_is_an_empty_rooted_path() -> None:
+    assert syscalls.slots(b"", [0], [StrKind.DPATH], SysFlags.PATH_ROOTED) == ["/"]
+
+
+def test_walk_that_did_not_reach_the_root_is_marked() -> None:
+    tail = b"c\0b\0"
+    [path] = syscalls.slots(tail, [len(tail)], [StrKind.DPATH], 0)
+    assert path == ".../b/c"
+
+
+def test_slots_follow_each_other() -> None:
+    tail = b"rel/x\0" + b"cwd\0home\0" + b"\x02\x00\x1f\x90"
+    lens = [6, 9, 4, 0]
+    kinds = [StrKind.USER, StrKind.DPATH, StrKind.BYTES, StrKind.NONE]
+    flags = SysFlags.PATH_ROOTED << 1
+    assert syscalls.slots(tail, lens, kinds, flags) == [
+        "rel/x", "/home/cwd", b"\x02\x00\x1f\x90", None]
+
+
+def test_resolve() -> None:
+    assert syscalls.resolve("a/b", "/tmp") == "/tmp/a/b"
+    assert syscalls.resolve("/etc/passwd", "/tmp") == "/etc/passwd"
+    assert syscalls.resolve("../x", "/tmp/d") == "/tmp/d/../x"  # never normalised
+    assert syscalls.resolve("rel", None) == "rel"
+    assert syscalls.resolve(None, None) is None
+
+
+def test_fields_for_rename_and_utimes() -> None:
+    rename = syscalls.SPECS[EventType.RENAME]
+    strs = ["a", "/tmp", "b", "/tmp"]
+    assert syscalls.fields(rename, [(-100) & (2**64 - 1), 0, 1, 0, 0, 0], strs, 0) == {
+        "path": "/tmp/a", "new_path": "/tmp/b", "flags": 1}
+    utimes = syscalls.SPECS[EventType.UTIMES]
+    now = syscalls.UTIME_NOW
+    out = syscalls.fields(utimes, [0, 5, 7, 0, now, 0], ["/f", None, None, None], 0)
+    assert out == {"path": "/f", "atime": 5_000_000_007, "mtime": "now"}
+    omit = syscalls.fields(utimes, [0, 0, syscalls.UTIME_OMIT, 1, 0, 0], ["/f", None], 0)
+    assert omit["atime"] is None and omit["mtime"] == 1_000_000_000
+
+
+def test_truncated_path_is_flagged() -> None:
+    spec = syscalls.SPECS[EventType.UNLINK]
+    out = syscalls.fields(spec, [0] * 6, ["x" * 10, "/d"], SysFlags.TRUNCATED << 0)
+    assert out["path_truncated"] is True
+
+
+def test_open_flags_and_mode() -> None:
+    assert syscalls.open_flags(0) == ["O_RDONLY"]
+    assert syscalls.open_flags(0o1 | 0o100 | 0o1000) == ["O_WRONLY", "O_CREAT", "O_TRUNC"]
+    spec = syscalls.SPECS[EventType.CHMOD]
+    assert syscalls.fields(spec, [0, 0o104755, 0, 0, 0, 0], ["/bin/x", None], 0)["mode"] == "4755"
+
+
+def test_every_event_type_above_10_has_a_spec() -> None:
+    assert {int(t) for t in EventType if t >= 10} == set(syscalls.SPECS)
