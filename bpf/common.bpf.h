@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "ktrail.h"
 
 /* Set by the loader before load (libbpf rodata), never by rewriting source. */
@@ -31,6 +32,7 @@ const volatile struct kt_sys_event *const kt_btf_sys;
 const volatile enum kt_str_kind kt_btf_str_kind;
 const volatile enum kt_sys_flags kt_btf_sys_flags;
 const volatile enum kt_syscall kt_btf_syscall;
+const volatile struct kt_sock_tuple *const kt_btf_sock_tuple;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -11,3 +11,4 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "process.bpf.c"
 #include "syscall.bpf.h"
 #include "file.bpf.c"
+#include "net.bpf.c"

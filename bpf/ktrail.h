@@ -46,6 +46,11 @@ enum kt_event_type {
 	KT_EVENT_CHOWN = 18,
 	KT_EVENT_UTIMES = 19,
 	KT_EVENT_TRUNCATE = 20,
+	KT_EVENT_CONNECT = 21,
+	KT_EVENT_ACCEPT = 22,
+	KT_EVENT_BIND = 23,
+	KT_EVENT_LISTEN = 24,
+	KT_EVENT_DNS = 25,
 };
 
 /* The syscall behind a kt_sys_event, independent of the architecture's
@@ -79,6 +84,28 @@ enum kt_syscall {
 	KT_SC_futimesat = 26,
 	KT_SC_truncate = 27,
 	KT_SC_ftruncate = 28,
+	KT_SC_connect = 29,
+	KT_SC_accept = 30,
+	KT_SC_accept4 = 31,
+	KT_SC_bind = 32,
+	KT_SC_listen = 33,
+	KT_SC_sendto = 34,
+	KT_SC_sendmsg = 35,
+	KT_SC_sendmmsg = 36,
+};
+
+/* A socket as the kernel holds it, written into a string slot (KT_STR_BYTES)
+ * by network events. Ports in host order; addresses in network order
+ * (IPv4 in the first 4 bytes). */
+struct kt_sock_tuple {
+	__u16 family;    /* AF_INET, AF_INET6, AF_UNIX... */
+	__u16 type;      /* SOCK_STREAM, SOCK_DGRAM... */
+	__u16 protocol;  /* IPPROTO_TCP, IPPROTO_UDP... */
+	__u16 sport;
+	__u16 dport;
+	__u16 _pad[3];
+	__u8 saddr[16];
+	__u8 daddr[16];
 };
 
 /* How a string slot of kt_sys_event was filled. */

@@ -149,14 +149,16 @@ static __always_inline __u64 put_user_str(struct kt_sys_event *e, int slot, __u6
 	return off + n;
 }
 
-/* Raw bytes (a sockaddr) into `slot`. */
+/* Raw bytes (a sockaddr, a payload) into `slot`; callers clamp `len` to
+ * what the type needs. */
 static __always_inline __u64 put_user_bytes(struct kt_sys_event *e, int slot, __u64 off,
-					    const void *ptr, __u32 len)
+					    const void *ptr, __u64 len)
 {
 	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
 		return off;
-	if (len > 128)
-		len = 128;
+	if (len > KT_STR_MAX - 1)
+		len = KT_STR_MAX - 1;
+	len &= KT_STR_MAX - 1; /* a bound the verifier keeps, whatever clang emits */
 	if (len == 0 || bpf_probe_read_user(&e->data[off], len, ptr))
 		return off;
 	slot_set(e, slot, len, KT_STR_BYTES);

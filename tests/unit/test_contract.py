@@ -110,3 +110,11 @@ def test_enums_match_btf(btf: dict[str, Any], cenum: str, pyenum: Any, prefix: s
     values = {v["name"].removeprefix(prefix): v["val"]
               for v in btf["by_name"][("ENUM", cenum)]["values"]}
     assert values == {m.name: int(m.value) for m in pyenum}
+
+
+def test_sock_tuple_matches_btf(btf: dict[str, Any]) -> None:
+    from ktrail.decode import sockets
+
+    struct = btf["by_name"][("STRUCT", "kt_sock_tuple")]
+    assert struct["size"] == sockets.SOCK_TUPLE.itemsize == sockets._TUPLE.size
+    assert _dtype_fields(sockets.SOCK_TUPLE) == _flatten(btf, struct)

@@ -34,6 +34,11 @@ class EventType(enum.IntEnum):
     CHOWN = 18
     UTIMES = 19
     TRUNCATE = 20
+    CONNECT = 21
+    ACCEPT = 22
+    BIND = 23
+    LISTEN = 24
+    DNS = 25
 
 
 class StrKind(enum.IntEnum):
@@ -57,7 +62,8 @@ Syscall = enum.IntEnum(
         "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename",
         "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod",
         "fchmodat", "fchmodat2", "chown", "lchown", "fchown", "fchownat", "utime", "utimes",
-        "utimensat", "futimesat", "truncate", "ftruncate",
+        "utimensat", "futimesat", "truncate", "ftruncate", "connect", "accept", "accept4",
+        "bind", "listen", "sendto", "sendmsg", "sendmmsg",
     ))],
 )
 

@@ -8,9 +8,11 @@ serves every type and adding a type is a row here plus its BPF handler.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ktrail.decode import sockets
 from ktrail.decode.schema import EventType, StrKind, SysFlags
 
 
@@ -37,16 +39,59 @@ class Arg:
     kind: str = "int"  # int | fd | oct | flags_open | time
 
 
+Builder = Callable[[list[int], list[Any]], dict[str, dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class SysSpec:
     name: str
-    category: str            # the event's own object: "file", later "net", ...
+    category: str            # the event's own object: "file", "net", "dns"...
     fields: tuple[Path | Str | Arg, ...]
     description: str
+    # For types whose slots need more than field-by-field decoding: returns
+    # the event's objects by name (a DNS event has `dns` and `net`).
+    build: Builder | None = None
 
 
 def _spec(name: str, category: str, description: str, *fields: Path | Str | Arg) -> SysSpec:
     return SysSpec(name, category, fields, description)
+
+
+def _connect(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
+    return {"net": sockets.net_fields(sockets.sockaddr(strs[0]), sockets.sock_tuple(strs[1]),
+                                      asked_is_remote=True)}
+
+
+def _bind(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
+    return {"net": sockets.net_fields(sockets.sockaddr(strs[0]), sockets.sock_tuple(strs[1]),
+                                      asked_is_remote=False)}
+
+
+def _accept(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
+    return {"net": sockets.net_fields(None, sockets.sock_tuple(strs[1]), asked_is_remote=True)}
+
+
+def _listen(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
+    net = sockets.net_fields(None, sockets.sock_tuple(strs[1]), asked_is_remote=True)
+    net["backlog"] = _signed(args[1])
+    return {"net": net}
+
+
+def _dns(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
+    sock = sockets.sock_tuple(strs[1])
+    net = sockets.net_fields(sockets.sockaddr(strs[0]), sock, asked_is_remote=True)
+    query = sockets.dns_query(strs[2], stream=net["type"] == "stream")
+    return {"dns": query or {"id": None, "query": None, "qtype": None}, "net": net}
+
+
+_NET = {
+    EventType.CONNECT: ("connect", "an outgoing connection (its result too)", _connect),
+    EventType.ACCEPT: ("accept", "an incoming connection accepted; net.daddr is the peer",
+                       _accept),
+    EventType.BIND: ("bind", "a socket bound to a local address", _bind),
+    EventType.LISTEN: ("listen", "a socket listening for connections", _listen),
+    EventType.DNS: ("dns", "a DNS query sent to port 53", _dns),
+}
 
 
 SPECS: dict[int, SysSpec] = {
@@ -71,6 +116,8 @@ SPECS: dict[int, SysSpec] = {
                             Path("path", 0), Arg("atime", 1, "time"), Arg("mtime", 3, "time")),
     EventType.TRUNCATE: _spec("truncate", "file", "a file truncated", Path("path", 0),
                               Arg("length", 1)),
+    **{t: SysSpec(name, "dns" if t == EventType.DNS else "net", (), desc, build)
+       for t, (name, desc, build) in _NET.items()},
 }
 
 _O_FLAGS = [
@@ -137,6 +184,18 @@ def resolve(given: str | None, base: str | None) -> str | None:
     if given is None or given.startswith("/") or base is None:
         return given
     return posixpath.join(base, given)
+
+
+def decode(spec: SysSpec, args: list[int], strs: list[Any], flags: int) -> dict[str, dict]:
+    """The event's own objects, by name (`file`, `net`, `dns`...)."""
+    if spec.build is not None:
+        return spec.build(args, strs)
+    obj = fields(spec, args, strs, flags)
+    if flags & SysFlags.CREATED:
+        obj["created"] = True
+    if flags & SysFlags.WATCHED:
+        obj["watched"] = True
+    return {spec.category: obj}
 
 
 def fields(spec: SysSpec, args: list[int], strs: list[Any], flags: int) -> dict[str, Any]:

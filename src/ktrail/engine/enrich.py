@@ -24,7 +24,6 @@ from ktrail.decode.schema import (
     ExecFlags,
     ForkFlags,
     Syscall,
-    SysFlags,
 )
 from ktrail.engine.clock import Clock, ticks
 from ktrail.process import Process, ProcessTable, make_exec_id
@@ -48,8 +47,6 @@ TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
 )
 
 EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
-_CREATED = int(SysFlags.CREATED)
-_WATCHED = int(SysFlags.WATCHED)
 # Plain ints: IntFlag arithmetic is slow enough to show per event.
 _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
@@ -194,18 +191,14 @@ class Enricher:
         flags = r[S_FLAGS]
         # Sub-array fields stay numpy arrays through ndarray.tolist().
         strs = syscalls.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
-        obj = syscalls.fields(spec, r[S_ARGS].tolist(), strs, flags)
-        if flags & _CREATED:
-            obj["created"] = True
-        if flags & _WATCHED:
-            obj["watched"] = True
+        objs = syscalls.decode(spec, r[S_ARGS].tolist(), strs, flags)
         ev = self._base(spec.name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]
         evt["syscall"] = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
         evt["retval"] = retval
         evt["error"] = errno_name(-retval) if retval < 0 else None
-        ev[spec.category] = obj
+        ev.update(objs)
         return ev
 
     # --- shared parts ---

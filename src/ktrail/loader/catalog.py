@@ -49,6 +49,11 @@ SYSCALLS: dict[EventType, tuple[str, ...]] = {
     EventType.CHOWN: ("chown", "lchown", "fchown", "fchownat"),
     EventType.UTIMES: ("utime", "utimes", "utimensat", "futimesat"),
     EventType.TRUNCATE: ("truncate", "ftruncate"),
+    EventType.CONNECT: ("connect",),
+    EventType.ACCEPT: ("accept", "accept4"),
+    EventType.BIND: ("bind",),
+    EventType.LISTEN: ("listen",),
+    EventType.DNS: ("sendto", "sendmsg", "sendmmsg"),
 }
 
 

@@ -1,8 +1,9 @@
 """Profiles: which event types a run records, and how verbosely.
 
-`default` is the set worth keeping on every host: process lifecycle and the
+`default` is the set worth keeping on every host: process lifecycle, the
 file changes attackers make (create, rename, link, permission and timestamp
-changes), and `open` only for watched sensitive paths. `full` is everything,
+changes), `open` only for watched sensitive paths, and network connections,
+listeners and DNS queries. `full` is everything,
 including every open for writing, unlink, rmdir and truncate.
 """
 
@@ -27,7 +28,8 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "default",
             frozenset({"exec", "fork", "exit", "create", "open", "rename", "link", "symlink",
-                       "chmod", "chown", "utimes"}),
+                       "chmod", "chown", "utimes", "connect", "accept", "bind", "listen",
+                       "dns"}),
             open_writes=False,
             description="always-on audit set: low volume, high value",
         ),
