@@ -12,3 +12,5 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "syscall.bpf.h"
 #include "file.bpf.c"
 #include "net.bpf.c"
+#include "task.bpf.c"
+#include "kernel.bpf.c"

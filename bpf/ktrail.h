@@ -51,6 +51,20 @@ enum kt_event_type {
 	KT_EVENT_BIND = 23,
 	KT_EVENT_LISTEN = 24,
 	KT_EVENT_DNS = 25,
+	KT_EVENT_SETSID = 26,
+	KT_EVENT_PRCTL = 27,
+	KT_EVENT_KILL = 28,
+	KT_EVENT_PTRACE = 29,
+	KT_EVENT_MEMFD_CREATE = 30,
+	KT_EVENT_EXEC_MEMORY = 31,
+	KT_EVENT_SETUID = 32,
+	KT_EVENT_PRIVILEGE_ESCALATION = 33,
+	KT_EVENT_MODULE_LOAD = 34,
+	KT_EVENT_BPF = 35,
+	KT_EVENT_MOUNT = 36,
+	KT_EVENT_UMOUNT = 37,
+	KT_EVENT_NAMESPACE = 38,
+	KT_EVENT_USERMODE_HELPER = 39,
 };
 
 /* The syscall behind a kt_sys_event, independent of the architecture's
@@ -92,6 +106,32 @@ enum kt_syscall {
 	KT_SC_sendto = 34,
 	KT_SC_sendmsg = 35,
 	KT_SC_sendmmsg = 36,
+	KT_SC_setsid = 37,
+	KT_SC_prctl = 38,
+	KT_SC_kill = 39,
+	KT_SC_tkill = 40,
+	KT_SC_tgkill = 41,
+	KT_SC_ptrace = 42,
+	KT_SC_memfd_create = 43,
+	KT_SC_mmap = 44,
+	KT_SC_mprotect = 45,
+	KT_SC_setuid = 46,
+	KT_SC_setgid = 47,
+	KT_SC_setreuid = 48,
+	KT_SC_setregid = 49,
+	KT_SC_setresuid = 50,
+	KT_SC_setresgid = 51,
+	KT_SC_setfsuid = 52,
+	KT_SC_setfsgid = 53,
+	KT_SC_capset = 54,
+	KT_SC_init_module = 55,
+	KT_SC_finit_module = 56,
+	KT_SC_delete_module = 57,
+	KT_SC_bpf = 58,
+	KT_SC_mount = 59,
+	KT_SC_umount = 60,  /* umount2(2); its tracepoint is sys_*_umount */
+	KT_SC_unshare = 61,
+	KT_SC_setns = 62,
 };
 
 /* A socket as the kernel holds it, written into a string slot (KT_STR_BYTES)
@@ -129,6 +169,7 @@ enum kt_exec_flags {
 	KT_EXEC_ARGS_TRUNCATED = 1,
 	KT_EXEC_FILENAME_TRUNCATED = 2,
 	KT_EXEC_ARGS_UNREADABLE = 4,
+	KT_EXEC_KERNEL_SPAWNED = 8,  /* the parent is a kernel thread: a usermode helper */
 };
 
 /* kt_fork_event.flags */

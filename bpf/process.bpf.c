@@ -120,6 +120,10 @@ static __always_inline int on_exec(struct task_struct *task, struct linux_binprm
 			e->flags |= KT_EXEC_ARGS_UNREADABLE;
 	}
 	exec_put_filename(e, BPF_CORE_READ(bprm, filename), false);
+	/* A process the kernel started itself (core_pattern pipe, modprobe,
+	 * hotplug helpers): its parent is a kernel thread. */
+	if (BPF_CORE_READ(task, real_parent, flags) & 0x00200000 /* PF_KTHREAD */)
+		e->flags |= KT_EXEC_KERNEL_SPAWNED;
 	exec_submit(e, task, seq);
 	return 0;
 }

@@ -21,10 +21,22 @@
 /* Bit N set: event type N is enabled. Several types share a syscall (openat
  * gives open and create), so the exit decides, after classifying. */
 const volatile __u64 kt_enabled_mask = ~0ULL;
+/* The sensor's own process: its syscalls (attaching programs, reading /proc)
+ * would otherwise describe the sensor to itself on every start. */
+const volatile __u32 kt_self_tgid = 0;
 
 struct sys_args {
 	__u64 args[6];
+	__u32 euid;   /* at entry, for the privilege-escalation check */
+	__u32 _pad;
 };
+
+static __always_inline __u32 current_euid(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, cred, euid.val);
+}
 
 /* LRU: a thread that dies inside a syscall can never leak an entry. */
 struct {
@@ -68,26 +80,70 @@ static __always_inline int sys_enter(struct trace_event_raw_sys_enter *ctx, cons
 		a.args[4] = ctx->args[4];
 	if (n > 5)
 		a.args[5] = ctx->args[5];
+	a.euid = current_euid();
 	bpf_map_update_elem(&kt_sys_args, &tid, &a, BPF_ANY);
 	return 0;
 }
 
+/* Emitted when a traced syscall returns with euid 0 to a caller that entered
+ * it with another euid (Elkeid's update_cred check, on tracepoints): the
+ * shape of a kernel privilege-escalation exploit, or of a setuid-root program
+ * taking back its privileges. args: euid at entry, uid, euid, suid now. */
+static __always_inline void check_escalation(__u32 euid_before, __u16 syscall, long ret)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 size = offsetof(struct kt_sys_event, data);
+	struct kt_sys_event *e;
+	__u64 seq;
+	int i;
+
+	if (euid_before == 0 || BPF_CORE_READ(task, cred, euid.val) != 0)
+		return;
+	if (!(kt_enabled_mask & (1ULL << KT_EVENT_PRIVILEGE_ESCALATION)))
+		return;
+	seq = next_seq();
+	e = bpf_ringbuf_reserve(&kt_events, offsetof(struct kt_sys_event, data), 0);
+	if (!e) {
+		count_drop(KT_EVENT_PRIVILEGE_ESCALATION);
+		return;
+	}
+	fill_header(&e->hdr, KT_EVENT_PRIVILEGE_ESCALATION, size, seq, task);
+	e->retval = ret;
+	e->args[0] = euid_before;
+	e->args[1] = BPF_CORE_READ(task, cred, uid.val);
+	e->args[2] = BPF_CORE_READ(task, cred, euid.val);
+	e->args[3] = BPF_CORE_READ(task, cred, suid.val);
+	e->args[4] = e->args[5] = 0;
+	e->syscall = syscall;
+	for (i = 0; i < KT_SYS_STRS; i++) {
+		e->str_len[i] = 0;
+		e->str_kind[i] = KT_STR_NONE;
+	}
+	e->_pad = 0;
+	e->flags = 0;
+	e->_pad2 = 0;
+	bpf_ringbuf_submit(e, submit_flags());
+}
+
 /* The record for this thread's syscall exit, or NULL when its entry was not
  * seen (the sensor attached mid-call). */
-static __always_inline struct kt_sys_event *sys_begin(long ret)
+static __always_inline struct kt_sys_event *sys_begin(long ret, __u16 syscall)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct sys_args *a = bpf_map_lookup_elem(&kt_sys_args, &tid);
 	struct kt_sys_event *e;
+	__u32 euid;
 	int i;
 
 	if (!a)
 		return NULL;
+	euid = a->euid;
 	e = sys_scratch();
 	if (e) {
 		for (i = 0; i < 6; i++)
 			e->args[i] = a->args[i];
 		e->retval = ret;
+		e->syscall = syscall;
 		for (i = 0; i < KT_SYS_STRS; i++) {
 			e->str_len[i] = 0;
 			e->str_kind[i] = KT_STR_NONE;
@@ -97,6 +153,7 @@ static __always_inline struct kt_sys_event *sys_begin(long ret)
 		e->_pad2 = 0;
 	}
 	bpf_map_delete_elem(&kt_sys_args, &tid);
+	check_escalation(euid, syscall, ret);
 	return e;
 }
 
@@ -114,6 +171,8 @@ static __always_inline void sys_submit(struct kt_sys_event *e, __u16 type, __u64
 	__u64 seq, size;
 
 	if (type >= 64 || !(kt_enabled_mask & (1ULL << type)))
+		return;
+	if (kt_self_tgid && (bpf_get_current_pid_tgid() >> 32) == kt_self_tgid)
 		return;
 	seq = next_seq();
 	if (used > KT_DATA_SIZE)
@@ -353,10 +412,9 @@ static __always_inline __u64 put_path_at(struct kt_sys_event *e, int slot, __u64
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                       \
 	int kt_exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
 	{                                                                                \
-		struct kt_sys_event *e = sys_begin(ctx->ret);                            \
+		struct kt_sys_event *e = sys_begin(ctx->ret, KT_SC_##name);              \
 		if (!e)                                                                  \
 			return 0;                                                        \
-		e->syscall = KT_SC_##name;                                               \
 		return exit_##name(e, ctx->ret);                                         \
 	}                                                                                \
 	static __always_inline int exit_##name(struct kt_sys_event *e, long ret)

@@ -46,6 +46,8 @@ def report() -> dict:
                 if name in plan.missing:
                     out["events"][name] = {"hooks": None, "problem": plan.missing[name]}
                     problems.append(f"event {name}: {plan.missing[name]}")
+                elif name in plan.unavailable:
+                    out["events"][name] = {"hooks": [], "notes": [plan.unavailable[name]]}
                 else:
                     out["events"][name] = {
                         "hooks": [f"{h.mechanism}:{h.target}" for h in plan.hooks[name]],
@@ -73,10 +75,12 @@ def doctor(args: argparse.Namespace) -> int:
         w("\nevent types:\n")
         for name, v in r["events"].items():
             if v["hooks"] is None:
-                w(f"  {name:<6} UNAVAILABLE: {v['problem']}\n")
+                w(f"  {name:<20} UNAVAILABLE: {v['problem']}\n")
+            elif not v["hooks"]:
+                w(f"  {name:<20} not traced: {'; '.join(v['notes'])}\n")
             else:
                 notes = f"  ({'; '.join(v['notes'])})" if v["notes"] else ""
-                w(f"  {name:<6} {' + '.join(v['hooks'])}{notes}\n")
+                w(f"  {name:<20} {' + '.join(v['hooks'])}{notes}\n")
     if r["problems"]:
         w("\nktrail cannot run here:\n")
         for p in r["problems"]:

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         sensor = Sensor(SensorConfig(
             events=events, ring_bytes=ring, trace_threads=args.threads,
             watch_paths=DEFAULT_WATCH + tuple(args.watch), open_writes=profile.open_writes,
+            ptrace_all=profile.ptrace_all, raw_fallback=profile.raw_fallback,
         ))
         sensor.start()
     except SensorError as e:
@@ -122,16 +123,23 @@ def run(args: argparse.Namespace) -> int:
         table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
         seeded = table.seed()  # after attach, so no process slips between the two
         pipeline = Pipeline(
-            sensor, reader, args.reader, Enricher(table, Clock()), fmt, target,
+            sensor, reader, args.reader,
+            Enricher(table, Clock(), usermode_helpers="usermode_helper" in sensor.plan.hooks,
+                     exec_events="exec" in sensor.plan.hooks),
+            fmt, target,
             EventFilter(frozenset(args.pid), frozenset(args.comm), frozenset(args.uid)),
             RunOptions(duration=args.duration, stats_interval=args.stats_interval),
         )
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
-        hooks = ", ".join(f"{k} ({v})" for k, v in sensor.describe().items())
-        print(f"ktrail: tracing {hooks}; ring {sensor.ring_bytes >> 10} KiB, {args.reader} "
-              f"reader; {seeded} processes from /proc; ready in "
-              f"{(time.monotonic() - t0) * 1000:.0f} ms", file=sys.stderr, flush=True)
+        plan = sensor.plan
+        print(f"ktrail: tracing {len(plan.hooks)} event types ({', '.join(sorted(plan.hooks))})"
+              f" with {len(sensor.attached)} programs; ring {sensor.ring_bytes >> 10} KiB, "
+              f"{args.reader} reader; {seeded} processes from /proc; ready in "
+              f"{(time.monotonic() - t0) * 1000:.0f} ms ('ktrail doctor' shows the hooks)",
+              file=sys.stderr, flush=True)
+        for name, why in sorted(plan.unavailable.items()):
+            print(f"ktrail: not tracing {name}: {why}", file=sys.stderr, flush=True)
         final = pipeline.run()
         lost = final["kernel"]["dropped_total"]
         print(f"ktrail: {final['events_total']} events, {final['output_events']} written, "

@@ -39,6 +39,20 @@ class EventType(enum.IntEnum):
     BIND = 23
     LISTEN = 24
     DNS = 25
+    SETSID = 26
+    PRCTL = 27
+    KILL = 28
+    PTRACE = 29
+    MEMFD_CREATE = 30
+    EXEC_MEMORY = 31
+    SETUID = 32
+    PRIVILEGE_ESCALATION = 33
+    MODULE_LOAD = 34
+    BPF = 35
+    MOUNT = 36
+    UMOUNT = 37
+    NAMESPACE = 38
+    USERMODE_HELPER = 39
 
 
 class StrKind(enum.IntEnum):
@@ -63,7 +77,10 @@ Syscall = enum.IntEnum(
         "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod",
         "fchmodat", "fchmodat2", "chown", "lchown", "fchown", "fchownat", "utime", "utimes",
         "utimensat", "futimesat", "truncate", "ftruncate", "connect", "accept", "accept4",
-        "bind", "listen", "sendto", "sendmsg", "sendmmsg",
+        "bind", "listen", "sendto", "sendmsg", "sendmmsg", "setsid", "prctl", "kill", "tkill",
+        "tgkill", "ptrace", "memfd_create", "mmap", "mprotect", "setuid", "setgid", "setreuid",
+        "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "capset", "init_module",
+        "finit_module", "delete_module", "bpf", "mount", "umount", "unshare", "setns",
     ))],
 )
 
@@ -72,6 +89,7 @@ class ExecFlags(enum.IntFlag):
     ARGS_TRUNCATED = 1
     FILENAME_TRUNCATED = 2
     ARGS_UNREADABLE = 4
+    KERNEL_SPAWNED = 8
 
 
 class ForkFlags(enum.IntFlag):
@@ -148,7 +166,11 @@ SYS = np.dtype(
 )
 SYS_DATA_MAX = SYS_STRS * STR_MAX
 
-SYSCALL_TYPES = frozenset(t for t in EventType if t >= 10)
+# Types carried by struct kt_sys_event. usermode_helper is derived from an
+# exec record (its KERNEL_SPAWNED flag), not a record of its own.
+SYSCALL_TYPES = frozenset(
+    t for t in EventType if t >= 10 and t != EventType.USERMODE_HELPER
+)
 
 # struct kt_stats, one per CPU.
 STATS = np.dtype(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ktrail.decode import sockets
+from ktrail.decode import sockets, taskops
 from ktrail.decode.schema import EventType, StrKind, SysFlags
 
 
@@ -118,6 +118,36 @@ SPECS: dict[int, SysSpec] = {
                               Arg("length", 1)),
     **{t: SysSpec(name, "dns" if t == EventType.DNS else "net", (), desc, build)
        for t, (name, desc, build) in _NET.items()},
+    EventType.SETSID: SysSpec("setsid", "setsid", (), "a new session (daemonising, detaching "
+                              "from a terminal)", taskops.setsid),
+    EventType.PRCTL: SysSpec("prctl", "prctl", (), "process renamed with PR_SET_NAME",
+                             taskops.prctl),
+    EventType.KILL: SysSpec("kill", "kill", (), "a signal sent (kill, tkill, tgkill)",
+                            taskops.kill),
+    EventType.PTRACE: SysSpec("ptrace", "ptrace", (), "ptrace: attach, seize and memory "
+                              "writes (every request in the full profile)", taskops.ptrace),
+    EventType.MEMFD_CREATE: SysSpec("memfd_create", "memfd", (), "an anonymous in-memory file "
+                                    "(fileless execution)", taskops.memfd),
+    EventType.EXEC_MEMORY: SysSpec("exec_memory", "memory", (), "executable memory mapped "
+                                   "anonymously or made executable (mmap, mprotect)",
+                                   taskops.exec_memory),
+    EventType.SETUID: SysSpec("setuid", "setuid", (), "uid/gid changes (setuid, setreuid, "
+                              "setresuid, setfsuid and the gid calls) and capset",
+                              taskops.setuid),
+    EventType.PRIVILEGE_ESCALATION: SysSpec(
+        "privilege_escalation", "privilege_escalation", (),
+        "a traced syscall returned with euid 0 to a caller that entered with another euid",
+        taskops.escalation),
+    EventType.MODULE_LOAD: SysSpec("module_load", "module", (), "kernel module load or unload "
+                                   "(init_module, finit_module, delete_module)", taskops.module),
+    EventType.BPF: SysSpec("bpf", "bpf", (), "BPF program loads and attachments",
+                           taskops.bpf),
+    EventType.MOUNT: SysSpec("mount", "mount", (Path("target", 2),), "a filesystem mounted",
+                             taskops.mount),
+    EventType.UMOUNT: SysSpec("umount", "mount", (Path("target", 0),), "a filesystem "
+                              "unmounted", taskops.umount),
+    EventType.NAMESPACE: SysSpec("namespace", "namespace", (), "namespaces entered or created "
+                                 "(setns, unshare)", taskops.namespace),
 }
 
 _O_FLAGS = [
@@ -189,7 +219,10 @@ def resolve(given: str | None, base: str | None) -> str | None:
 def decode(spec: SysSpec, args: list[int], strs: list[Any], flags: int) -> dict[str, dict]:
     """The event's own objects, by name (`file`, `net`, `dns`...)."""
     if spec.build is not None:
-        return spec.build(args, strs)
+        objs = spec.build(args, strs)
+        if spec.fields:
+            objs[spec.category].update(fields(spec, args, strs, flags))
+        return objs
     obj = fields(spec, args, strs, flags)
     if flags & SysFlags.CREATED:
         obj["created"] = True

@@ -49,6 +49,7 @@ TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
 EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
 # Plain ints: IntFlag arithmetic is slow enough to show per event.
 _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
+_KERNEL_SPAWNED = int(ExecFlags.KERNEL_SPAWNED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
 _THREAD = int(ForkFlags.THREAD)
 
@@ -93,9 +94,14 @@ def decode_status(status: int) -> dict[str, Any]:
 
 
 class Enricher:
-    def __init__(self, table: ProcessTable, clock: Clock) -> None:
+    def __init__(self, table: ProcessTable, clock: Clock, usermode_helpers: bool = True,
+                 exec_events: bool = True) -> None:
         self.table = table
         self.clock = clock
+        # usermode_helper events are derived from exec records, which then
+        # arrive even when exec itself is not selected.
+        self.usermode_helpers = usermode_helpers
+        self.exec_events = exec_events
         self.counts: dict[str, int] = {name: 0 for name in EVENT_NAMES.values()}
 
     def process(self, batch: Batch) -> list[Event]:
@@ -111,7 +117,11 @@ class Enricher:
             if t in specs:
                 append(self._sys(specs[t], r, tails[t][i]))
             elif t == EventType.EXEC:
-                append(self._exec(r, tails[t][i]))
+                ev = self._exec(r, tails[t][i])
+                if self.exec_events:
+                    append(ev)
+                if ev["exec"]["kernel_spawned"] and self.usermode_helpers:
+                    append(self._usermode_helper(ev))
             elif t == EventType.FORK:
                 append(self._fork(r))
             elif t == EventType.EXIT:
@@ -151,6 +161,7 @@ class Enricher:
         }
         ev = self._base("exec", r, proc)
         ev["exec"] = exec_
+        exec_["kernel_spawned"] = bool(flags & _KERNEL_SPAWNED)
         ev["user"]["euid"] = r[_X["euid"]]
         ev["user"]["egid"] = r[_X["egid"]]
         auid = r[_X["auid"]]
@@ -187,11 +198,29 @@ class Enricher:
         ev["exit"] = st
         return ev
 
+    def _usermode_helper(self, exec_ev: Event) -> Event:
+        ev = {k: v for k, v in exec_ev.items() if k != "exec"}
+        ev["evt"] = {**exec_ev["evt"], "type": "usermode_helper"}
+        ev["usermode_helper"] = {"exe": exec_ev["exec"]["filename"],
+                                 "args": exec_ev["exec"]["args"]}
+        return ev
+
+    def _target(self, obj: dict[str, Any]) -> None:
+        """Names the process a kill or ptrace aims at, from the process table."""
+        target = obj["target"]
+        p = self.table.get_by_pid(target["pid"]) if target.get("pid") else None
+        target["exec_id"] = p.exec_id if p else None
+        target["exe"] = p.exe if p else None
+        target["comm"] = p.comm if p else None
+
     def _sys(self, spec: syscalls.SysSpec, r: tuple, tail: bytes) -> Event:
         flags = r[S_FLAGS]
         # Sub-array fields stay numpy arrays through ndarray.tolist().
         strs = syscalls.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
         objs = syscalls.decode(spec, r[S_ARGS].tolist(), strs, flags)
+        for name in ("kill", "ptrace"):
+            if name in objs:
+                self._target(objs[name])
         ev = self._base(spec.name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]

@@ -31,6 +31,16 @@ class EventSpec:
     syscalls: tuple[str, ...] = ()
 
 
+# Syscalls that may have no tracepoint (compiled out of the kernel) and can
+# then be traced through the raw syscall hooks, by number (bpf/kernel.bpf.c).
+RAW_FALLBACK: dict[str, dict[str, int]] = {
+    "init_module": {"x86_64": 175, "aarch64": 105},
+    "delete_module": {"x86_64": 176, "aarch64": 106},
+    "finit_module": {"x86_64": 313, "aarch64": 273},
+}
+RAW_PROGRAMS = ("kt_raw_sys_enter", "kt_raw_sys_exit")
+
+
 def syscall_programs(name: str) -> tuple[str, str]:
     """The enter and exit programs of a syscall (see bpf/syscall.bpf.h)."""
     return f"kt_enter_{name}", f"kt_exit_{name}"
@@ -54,6 +64,22 @@ SYSCALLS: dict[EventType, tuple[str, ...]] = {
     EventType.BIND: ("bind",),
     EventType.LISTEN: ("listen",),
     EventType.DNS: ("sendto", "sendmsg", "sendmmsg"),
+    EventType.SETSID: ("setsid",),
+    EventType.PRCTL: ("prctl",),
+    EventType.KILL: ("kill", "tkill", "tgkill"),
+    EventType.PTRACE: ("ptrace",),
+    EventType.MEMFD_CREATE: ("memfd_create",),
+    EventType.EXEC_MEMORY: ("mmap", "mprotect"),
+    EventType.SETUID: ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+                       "setfsuid", "setfsgid", "capset"),
+    # Checked at the exit of every traced syscall; these make sure the
+    # calls that legitimately change credentials are traced too.
+    EventType.PRIVILEGE_ESCALATION: ("setuid", "setreuid", "setresuid", "setfsuid", "capset"),
+    EventType.MODULE_LOAD: ("init_module", "finit_module", "delete_module"),
+    EventType.BPF: ("bpf",),
+    EventType.MOUNT: ("mount",),
+    EventType.UMOUNT: ("umount",),  # umount2(2): its tracepoint is sys_enter_umount
+    EventType.NAMESPACE: ("unshare", "setns"),
 }
 
 
@@ -97,6 +123,17 @@ CATALOG: dict[str, EventSpec] = {
         *(
             EventSpec(SPECS[t].name, t, description=SPECS[t].description, syscalls=scs)
             for t, scs in SYSCALLS.items()
+        ),
+        # Derived from exec records: needs the exec programs.
+        EventSpec(
+            "usermode_helper",
+            EventType.USERMODE_HELPER,
+            choices=(
+                Hook("tp_btf", ("kt_exec_btf",), "sched_process_exec"),
+                Hook("raw_tp", ("kt_exec_raw",), "sched_process_exec"),
+            ),
+            description="a program the kernel started itself (its parent is a kernel "
+                        "thread: core_pattern pipes, modprobe, hotplug helpers)",
         ),
     )
 }

@@ -2,8 +2,12 @@
 
 `default` is the set worth keeping on every host: process lifecycle, the
 file changes attackers make (create, rename, link, permission and timestamp
-changes), `open` only for watched sensitive paths, and network connections,
-listeners and DNS queries. `full` is everything,
+changes), `open` only for watched sensitive paths, network connections,
+listeners and DNS queries, and the process, privilege and kernel operations
+attackers rely on (ptrace injection, memfd, prctl renames, setuid, privilege
+escalation, module and BPF loads, mounts, namespaces, usermode helpers).
+`full` adds every open for writing, unlink, rmdir, truncate, kill, every
+ptrace request and executable memory mappings. `full` is everything,
 including every open for writing, unlink, rmdir and truncate.
 """
 
@@ -20,6 +24,8 @@ class Profile:
     events: frozenset[str]
     open_writes: bool  # `open` for every write, not only watched paths
     description: str
+    ptrace_all: bool = False  # every ptrace request, not only injection ones
+    raw_fallback: bool = False  # raw syscall hooks for syscalls without tracepoints
 
 
 PROFILES: dict[str, Profile] = {
@@ -29,11 +35,15 @@ PROFILES: dict[str, Profile] = {
             "default",
             frozenset({"exec", "fork", "exit", "create", "open", "rename", "link", "symlink",
                        "chmod", "chown", "utimes", "connect", "accept", "bind", "listen",
-                       "dns"}),
+                       "dns", "setsid", "prctl", "ptrace", "memfd_create", "setuid",
+                       "privilege_escalation", "module_load", "bpf", "mount", "umount",
+                       "namespace", "usermode_helper"}),
             open_writes=False,
             description="always-on audit set: low volume, high value",
         ),
-        Profile("full", frozenset(CATALOG), open_writes=True,
-                description="every event type, every open for writing"),
+        Profile("full", frozenset(CATALOG), open_writes=True, ptrace_all=True,
+                raw_fallback=True,
+                description="every event type, every open for writing, every ptrace "
+                            "request"),
     )
 }

@@ -6,6 +6,9 @@ start (open, configure rodata and map sizes, load, attach) -> close.
 
 from __future__ import annotations
 
+import os
+import platform
+import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,9 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ktrail.bpf import object_path
-from ktrail.decode.schema import STATS, EventType
+from ktrail.decode.schema import STATS, EventType, Syscall
 from ktrail.loader import features, libbpf
-from ktrail.loader.catalog import CATALOG, Hook, syscall_programs
+from ktrail.loader.catalog import (
+    CATALOG,
+    RAW_FALLBACK,
+    RAW_PROGRAMS,
+    Hook,
+    syscall_programs,
+)
 from ktrail.loader.watch import WatchSet
 
 # Several of the largest records (exec: ~8 KiB) must fit at once.
@@ -38,6 +47,11 @@ class SensorConfig:
     watch_paths: tuple[str, ...] = ()
     # `open` for every open for writing too (the `full` profile).
     open_writes: bool = False
+    # Every ptrace request, not only attach/seize/poke (the `full` profile).
+    ptrace_all: bool = False
+    # Trace syscalls that have no tracepoint through the raw syscall hooks,
+    # which cost every syscall (the `full` profile).
+    raw_fallback: bool = False
 
 
 @dataclass
@@ -46,35 +60,55 @@ class Plan:
 
     hooks: dict[str, list[Hook]] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)       # cannot run: an error
+    unavailable: dict[str, str] = field(default_factory=dict)   # left out, with the reason
+    raw_syscalls: set[str] = field(default_factory=set)
 
 
-def _syscall_hook(name: str, syscalls: tuple[str, ...], plan: Plan,
-                  has_syscall: Callable[[str], bool]) -> Hook | None:
+def _syscall_hooks(name: str, syscalls: tuple[str, ...], plan: Plan,
+                   has_syscall: Callable[[str], bool], raw_fallback: bool) -> list[Hook]:
     present = [sc for sc in syscalls if has_syscall(sc)]
     absent = [sc for sc in syscalls if sc not in present]
+    hooks: list[Hook] = []
+    if present:
+        programs = tuple(p for sc in present for p in syscall_programs(sc))
+        hooks.append(Hook("tracepoint", programs, "syscalls:" + ",".join(present)))
+    raw = [sc for sc in absent if platform.machine() in RAW_FALLBACK.get(sc, {})]
+    if raw and raw_fallback:
+        hooks.append(Hook("raw_tp", RAW_PROGRAMS,
+                          "raw_syscalls:sys_enter/sys_exit for " + ",".join(raw)
+                          + " (costs every syscall)"))
+        plan.raw_syscalls.update(raw)
+        absent = [sc for sc in absent if sc not in raw]
+    elif raw:
+        plan.skipped.setdefault(name, []).append(
+            f"no tracepoint for {', '.join(raw)} (compiled out of this kernel); attempts are "
+            "traced through the raw syscall hooks only in the full profile, as they cost "
+            "every syscall"
+        )
+        absent = [sc for sc in absent if sc not in raw]
     if absent:
         plan.skipped.setdefault(name, []).append(
             f"no tracepoint for {', '.join(absent)} on this kernel"
         )
-    if not present:
-        return None
-    programs = tuple(p for sc in present for p in syscall_programs(sc))
-    return Hook("tracepoint", programs, "syscalls:" + ",".join(present))
+    return hooks
 
 
 def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
-              has_syscall: Callable[[str], bool] = features.has_syscall_tracepoint) -> Plan:
+              has_syscall: Callable[[str], bool] = features.has_syscall_tracepoint,
+              raw_fallback: bool = False) -> Plan:
     plan = Plan()
     for name in sorted(events):
         spec = CATALOG[name]
         if spec.syscalls:
-            hook = _syscall_hook(name, spec.syscalls, plan, has_syscall) if has(
-                "tracepoint") else None
-            if hook is None:
+            hooks = _syscall_hooks(name, spec.syscalls, plan, has_syscall,
+                                   raw_fallback and has("raw_tp")) if has("tracepoint") else []
+            if hooks:
+                plan.hooks[name] = hooks
+            elif name not in plan.skipped:
                 plan.missing[name] = "no syscall tracepoint available for it"
             else:
-                plan.hooks[name] = [hook]
+                plan.unavailable[name] = "; ".join(plan.skipped[name])
             continue
         chosen: list[Hook] = []
         for hook in spec.choices:
@@ -124,7 +158,7 @@ class KernelStats:
 class Sensor:
     def __init__(self, config: SensorConfig) -> None:
         self.config = config
-        self.plan = make_plan(config.events)
+        self.plan = make_plan(config.events, raw_fallback=config.raw_fallback)
         if self.plan.missing:
             raise SensorError(
                 "; ".join(f"{name}: {why}" for name, why in self.plan.missing.items())
@@ -154,9 +188,15 @@ class Sensor:
                     "kt_enabled_mask": mask,
                     "kt_watch_enabled": watching,
                     "kt_open_writes": self.config.open_writes,
+                    "kt_ptrace_all": self.config.ptrace_all,
+                    "kt_self_tgid": os.getpid(),
                 }
             )
             obj.load()
+            for sc in self.plan.raw_syscalls:
+                nr = RAW_FALLBACK[sc][platform.machine()]
+                obj.map("kt_raw_nr").update(struct.pack("<I", nr),
+                                            struct.pack("<I", int(Syscall[sc])))
             if watching:
                 self.watch = WatchSet(obj.map("kt_watch"), self.config.watch_paths)
                 self.watch.refresh()
@@ -168,6 +208,10 @@ class Sensor:
             self.close()
             detail = f"\n{e.log.strip()}" if e.log.strip() else ""
             raise SensorError(f"{e.what}: {e.strerror}{detail}") from e
+
+    @property
+    def attached(self) -> list[str]:
+        return [link.name for link in self._links]
 
     @property
     def ring_fd(self) -> int:

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * task.bpf.c: process and privilege events. Part of the ktrail.bpf.c unit.
+ *
+ * Canonical arguments and string slots per event type (decoded by
+ * src/ktrail/decode/syscalls.py):
+ *   setsid          -                                      (retval: the new session)
+ *   prctl           option                                 slots new name, old name
+ *   kill            target pid, signal, target tid
+ *   ptrace          request, target pid, addr, data
+ *   memfd_create    flags                                  slots name
+ *   exec_memory     addr, len, prot, flags, fd
+ *   setuid          real, effective, saved asked (-1 = unchanged); real,
+ *                   effective, saved after (uids, or gids for the gid calls)
+ *   (privilege_escalation is emitted by syscall.bpf.h on any traced syscall)
+ */
+#include "syscall.bpf.h"
+
+#define KT_PR_SET_NAME 15
+#define KT_PROT_EXEC 0x4
+#define KT_MAP_ANONYMOUS 0x20
+#define KT_PTRACE_POKETEXT 4
+#define KT_PTRACE_POKEDATA 5
+#define KT_PTRACE_ATTACH 16
+#define KT_PTRACE_SEIZE 0x4206
+
+/* Report every ptrace request (verbose), not only the injection ones. */
+const volatile bool kt_ptrace_all = false;
+
+SYSCALL(setsid, 0)
+{
+	sys_submit(e, KT_EVENT_SETSID, 0);
+	return 0;
+}
+
+/* prctl: only PR_SET_NAME (process name masquerading) keeps state; the old
+ * name is taken at entry, since at exit the task already has the new one. */
+SEC("tracepoint/syscalls/sys_enter_prctl")
+int kt_enter_prctl(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct sys_args a = {};
+
+	if (ctx->args[0] != KT_PR_SET_NAME)
+		return 0;
+	a.args[0] = KT_PR_SET_NAME;
+	a.args[1] = ctx->args[1];
+	bpf_get_current_comm(&a.args[2], 16); /* args[2..3]: the old name */
+	a.euid = current_euid();
+	bpf_map_update_elem(&kt_sys_args, &tid, &a, BPF_ANY);
+	return 0;
+}
+
+SYS_EXIT(prctl)
+{
+	char old[16];
+	__u64 off;
+
+	__builtin_memcpy(old, &e->args[2], 16);
+	off = put_user_str(e, 0, 0, ARG(1, const char *));
+	if (off <= KT_DATA_SIZE - KT_STR_MAX) {
+		__builtin_memcpy(&e->data[off], old, 16);
+		e->data[off + 15] = 0;
+		slot_set(e, 1, 16, KT_STR_USER);
+		off += 16;
+	}
+	e->args[1] = e->args[2] = e->args[3] = 0;
+	sys_submit(e, KT_EVENT_PRCTL, off);
+	return 0;
+}
+
+static __always_inline int on_kill(struct kt_sys_event *e, long pid, long sig, long tid)
+{
+	e->args[0] = pid;
+	e->args[1] = sig;
+	e->args[2] = tid;
+	sys_submit(e, KT_EVENT_KILL, 0);
+	return 0;
+}
+
+SYSCALL(kill, 2)
+{
+	return on_kill(e, e->args[0], e->args[1], 0);
+}
+
+SYSCALL(tkill, 2)
+{
+	return on_kill(e, 0, e->args[1], e->args[0]);
+}
+
+SYSCALL(tgkill, 3)
+{
+	return on_kill(e, e->args[0], e->args[2], e->args[1]);
+}
+
+static __always_inline bool ptrace_reported(long request)
+{
+	return kt_ptrace_all || request == KT_PTRACE_POKETEXT || request == KT_PTRACE_POKEDATA ||
+	       request == KT_PTRACE_ATTACH || request == KT_PTRACE_SEIZE;
+}
+
+/* Filtered at entry: debuggers issue PEEKs by the thousand. */
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int kt_enter_ptrace(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!ptrace_reported(ctx->args[0]))
+		return 0;
+	return sys_enter(ctx, 4);
+}
+
+SYS_EXIT(ptrace)
+{
+	sys_submit(e, KT_EVENT_PTRACE, 0);
+	return 0;
+}
+
+SYSCALL(memfd_create, 2)
+{
+	__u64 off = put_user_str(e, 0, 0, ARG(0, const char *));
+
+	e->args[0] = e->args[1];
+	e->args[1] = 0;
+	sys_submit(e, KT_EVENT_MEMFD_CREATE, off);
+	return 0;
+}
+
+/* Executable anonymous memory: what shellcode loaders and fileless payloads
+ * need (and JIT compilers do, hence verbose only). */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int kt_enter_mmap(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[2] & KT_PROT_EXEC) || !(ctx->args[3] & KT_MAP_ANONYMOUS))
+		return 0;
+	return sys_enter(ctx, 6);
+}
+
+SYS_EXIT(mmap)
+{
+	/* canonical: addr (the mapping made), len, prot, flags, fd */
+	e->args[0] = ret;
+	e->args[5] = 0;
+	sys_submit(e, KT_EVENT_EXEC_MEMORY, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_mprotect")
+int kt_enter_mprotect(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[2] & KT_PROT_EXEC))
+		return 0;
+	return sys_enter(ctx, 3);
+}
+
+SYS_EXIT(mprotect)
+{
+	e->args[3] = 0;
+	e->args[4] = (__u64)-1;
+	sys_submit(e, KT_EVENT_EXEC_MEMORY, 0);
+	return 0;
+}
+
+/* --- setuid family --- */
+
+static __always_inline int on_setid(struct kt_sys_event *e, bool gid, long r, long eff, long s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	e->args[0] = r;
+	e->args[1] = eff;
+	e->args[2] = s;
+	if (gid) {
+		e->args[3] = BPF_CORE_READ(task, cred, gid.val);
+		e->args[4] = BPF_CORE_READ(task, cred, egid.val);
+		e->args[5] = BPF_CORE_READ(task, cred, sgid.val);
+	} else {
+		e->args[3] = BPF_CORE_READ(task, cred, uid.val);
+		e->args[4] = BPF_CORE_READ(task, cred, euid.val);
+		e->args[5] = BPF_CORE_READ(task, cred, suid.val);
+	}
+	sys_submit(e, KT_EVENT_SETUID, 0);
+	return 0;
+}
+
+#define UNCHANGED (-1)
+
+SYSCALL(setuid, 1) { return on_setid(e, false, e->args[0], e->args[0], UNCHANGED); }
+SYSCALL(setgid, 1) { return on_setid(e, true, e->args[0], e->args[0], UNCHANGED); }
+SYSCALL(setreuid, 2) { return on_setid(e, false, e->args[0], e->args[1], UNCHANGED); }
+SYSCALL(setregid, 2) { return on_setid(e, true, e->args[0], e->args[1], UNCHANGED); }
+SYSCALL(setresuid, 3) { return on_setid(e, false, e->args[0], e->args[1], e->args[2]); }
+SYSCALL(setresgid, 3) { return on_setid(e, true, e->args[0], e->args[1], e->args[2]); }
+SYSCALL(setfsuid, 1) { return on_setid(e, false, UNCHANGED, e->args[0], UNCHANGED); }
+SYSCALL(setfsgid, 1) { return on_setid(e, true, UNCHANGED, e->args[0], UNCHANGED); }
+
+/* capset: the capability sets asked for, as 64-bit masks. */
+SYSCALL(capset, 2)
+{
+	struct __user_cap_data_struct d[2] = {};
+
+	bpf_probe_read_user(d, sizeof(d), ARG(1, void *));
+	e->args[0] = d[0].effective | ((__u64)d[1].effective << 32);
+	e->args[1] = d[0].permitted | ((__u64)d[1].permitted << 32);
+	e->args[2] = d[0].inheritable | ((__u64)d[1].inheritable << 32);
+	sys_submit(e, KT_EVENT_SETUID, 0);
+	return 0;
+}
