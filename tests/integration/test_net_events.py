@@ -72,13 +72,14 @@ CLIENT = textwrap.dedent(
 def test_connect_accept_bind_listen(sensor) -> None:
     s = sensor()
     with resolver_on_loopback():
-        p = subprocess.run([sys.executable, "-c", CLIENT], capture_output=True, check=True,
-                           text=True)
+        p = subprocess.Popen([sys.executable, "-c", CLIENT], stdout=subprocess.PIPE, text=True)
+        out = p.communicate()[0]
+    assert p.returncode == 0
     t = s.stop()
-    port, cport = map(int, p.stdout.split())
+    port, cport = map(int, out.split())
     ev = [e for e in t.events if e["evt"]["type"] in ("connect", "accept", "bind", "listen",
                                                       "dns")
-          and e["proc"]["comm"] == "python3" and e["proc"]["ppid"] != 1]
+          and e["proc"]["pid"] == p.pid]
     ok = [e for e in ev if e["net"].get("sport") == port or e["net"].get("dport") == port]
     by = {e["evt"]["type"]: e["net"] for e in ok}
     assert by["bind"]["saddr"] == "127.0.0.1" and by["bind"]["sport"] == port

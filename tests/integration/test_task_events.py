@@ -53,7 +53,7 @@ def test_process_and_privilege_events_default_profile(sensor) -> None:
     t = s.stop()
     [prctl] = mine(t, p.pid, "prctl")
     assert prctl["prctl"] == {"option": "PR_SET_NAME", "name": "kworker/u8:2",
-                              "old_name": "python3"}
+                              "old_name": Path(sys.executable).name[:15]}
     [memfd] = mine(t, p.pid, "memfd_create")
     assert memfd["memfd"] == {"name": "stage2", "flags": ["MFD_CLOEXEC"]}
     [setsid] = [e for e in t.of_type("setsid") if e["proc"]["ppid"] == p.pid]
