@@ -41,8 +41,6 @@ struct {
 	__type(value, __u32); /* 1: this file; 2: a directory: anything below it */
 } kt_watch SEC(".maps");
 
-/* Directory levels checked above an opened file for a watched directory. */
-#define KT_WATCH_DEPTH 4
 const volatile bool kt_watch_enabled = false;
 /* Report every open for writing (the `full` profile), not only watched paths. */
 const volatile bool kt_open_writes = false;
@@ -57,25 +55,15 @@ static __always_inline bool watch_hit(struct dentry *d, __u32 dev, __u32 want)
 	return v && (*v & want);
 }
 
+/* The file itself, or its directory. Userspace lists every directory below a
+ * watched one (bounded), so two lookups cover any depth: an open that is not
+ * watched, the common case, costs exactly two. */
 static __always_inline bool watched(struct file *f)
 {
 	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
 	__u32 dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
-	int i;
 
-	if (watch_hit(d, dev, 1 | 2))
-		return true;
-#pragma unroll
-	for (i = 0; i < KT_WATCH_DEPTH; i++) {
-		struct dentry *up = BPF_CORE_READ(d, d_parent);
-
-		if (up == d)
-			break;
-		d = up;
-		if (watch_hit(d, dev, 2))
-			return true;
-	}
-	return false;
+	return watch_hit(d, dev, 1 | 2) || watch_hit(BPF_CORE_READ(d, d_parent), dev, 2);
 }
 
 /* Opens: a file created is `create`; an open of a watched file is `open`, and

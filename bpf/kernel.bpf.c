@@ -175,35 +175,38 @@ struct {
 SEC("raw_tp/sys_enter")
 int kt_raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 nr = ctx->args[1], tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 nr = ctx->args[1];
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	__u32 *sc = bpf_map_lookup_elem(&kt_raw_nr, &nr);
-	struct sys_args a = {};
+	struct sys_args *a;
 
 	if (!sc)
 		return 0;
-	a.args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
-	a.args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	a.args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
-	a.args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	a.args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
-	a.euid = current_euid();
-	a._pad = KT_RAW_MARK | (*sc & 0xff);
-	bpf_map_update_elem(&kt_sys_args, &tid, &a, BPF_ANY);
+	a = args_slot(true);
+	if (!a)
+		return 0;
+	a->args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	a->args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a->args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	a->args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	a->args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	a->args[5] = 0;
+	a->euid = current_euid();
+	a->_pad = KT_RAW_MARK | (*sc & 0xff);
+	a->valid = 1;
 	return 0;
 }
 
 SEC("raw_tp/sys_exit")
 int kt_raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct sys_args *a = bpf_map_lookup_elem(&kt_sys_args, &tid);
+	struct sys_args *a = args_slot(false);
 	long ret = ctx->args[1];
 	struct kt_sys_event *e;
 	__u32 sc;
 
 	/* Entries made by per-syscall tracepoints belong to their own exits. */
-	if (!a || (a->_pad & 0xffffff00) != KT_RAW_MARK)
+	if (!a || !a->valid || (a->_pad & 0xffffff00) != KT_RAW_MARK)
 		return 0;
 	sc = a->_pad & 0xff;
 	e = sys_begin(ret, sc);

@@ -38,16 +38,20 @@ SYSCALL(setsid, 0)
 SEC("tracepoint/syscalls/sys_enter_prctl")
 int kt_enter_prctl(struct trace_event_raw_sys_enter *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct sys_args a = {};
+	struct sys_args *a;
 
 	if (ctx->args[0] != KT_PR_SET_NAME)
 		return 0;
-	a.args[0] = KT_PR_SET_NAME;
-	a.args[1] = ctx->args[1];
-	bpf_get_current_comm(&a.args[2], 16); /* args[2..3]: the old name */
-	a.euid = current_euid();
-	bpf_map_update_elem(&kt_sys_args, &tid, &a, BPF_ANY);
+	a = args_slot(true);
+	if (!a)
+		return 0;
+	a->args[0] = KT_PR_SET_NAME;
+	a->args[1] = ctx->args[1];
+	bpf_get_current_comm(&a->args[2], 16); /* args[2..3]: the old name */
+	a->args[4] = a->args[5] = 0;
+	a->euid = current_euid();
+	a->_pad = 0;
+	a->valid = 1;
 	return 0;
 }
 

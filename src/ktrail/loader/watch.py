@@ -35,6 +35,33 @@ def kernel_dev(st_dev: int) -> int:
     return (os.major(st_dev) << 20) | os.minor(st_dev)
 
 
+# Directory levels listed below a watched directory. The kernel checks only
+# an opened file and its parent, so each directory below must be listed.
+DIR_DEPTH = 4
+
+
+def _add(out: dict[tuple[int, int], int], st: os.stat_result, kind: int) -> bool:
+    out[(kernel_dev(st.st_dev), st.st_ino)] = kind
+    return len(out) < MAX_ENTRIES
+
+
+def _walk_dirs(out: dict[tuple[int, int], int], top: str) -> bool:
+    """Every directory under `top`, DIR_DEPTH levels deep; False once full."""
+    base = top.rstrip("/").count("/")
+    for root, dirs, _files in os.walk(top, onerror=lambda _e: None):
+        if root.count("/") - base >= DIR_DEPTH:
+            dirs[:] = []
+            continue
+        for d in dirs:
+            try:
+                st = os.stat(os.path.join(root, d))
+            except OSError:
+                continue
+            if not _add(out, st, WATCH_DIR):
+                return False
+    return True
+
+
 def resolve(patterns: tuple[str, ...]) -> dict[tuple[int, int], int]:
     out: dict[tuple[int, int], int] = {}
     for pattern in patterns:
@@ -43,9 +70,10 @@ def resolve(patterns: tuple[str, ...]) -> dict[tuple[int, int], int]:
                 st = os.stat(path)
             except OSError:
                 continue  # not there now; the next refresh looks again
-            kind = WATCH_DIR if stat.S_ISDIR(st.st_mode) else WATCH_FILE
-            out[(kernel_dev(st.st_dev), st.st_ino)] = kind
-            if len(out) >= MAX_ENTRIES:
+            if stat.S_ISDIR(st.st_mode):
+                if not _add(out, st, WATCH_DIR) or not _walk_dirs(out, path):
+                    return out
+            elif not _add(out, st, WATCH_FILE):
                 return out
     return out
 
