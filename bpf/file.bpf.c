@@ -38,8 +38,12 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, struct kt_watch_key);
-	__type(value, __u32); /* 1: this file; 2: a directory: anything below it */
+	/* 1: this file is watched; 2: a watched directory (anything in it);
+	 * 4: an ignored directory (opens in it are never reported) */
+	__type(value, __u32);
 } kt_watch SEC(".maps");
+
+const volatile bool kt_ignore_paths = false;
 
 const volatile bool kt_watch_enabled = false;
 /* Report every open for writing (the `full` profile), not only watched paths. */
@@ -90,6 +94,10 @@ static __always_inline int on_open(struct kt_sys_event *e, long ret, long dirfd,
 	}
 	f = fd_file(ret);
 	if (!f)
+		return 0;
+	if (kt_ignore_paths &&
+	    watch_hit(BPF_CORE_READ(f, f_path.dentry, d_parent), BPF_CORE_READ(f, f_inode, i_sb,
+	    s_dev), 4))
 		return 0;
 	if (BPF_CORE_READ(f, f_mode) & KT_FMODE_CREATED) {
 		e->flags |= KT_SYS_CREATED;

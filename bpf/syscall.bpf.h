@@ -25,6 +25,49 @@ const volatile __u64 kt_enabled_mask = ~0ULL;
  * would otherwise describe the sensor to itself on every start. */
 const volatile __u32 kt_self_tgid = 0;
 
+/* Processes whose syscall events are never sent (the configuration's
+ * ignore.pids/uids/comms). Privilege escalation is reported regardless. */
+const volatile bool kt_ignore_enabled = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} kt_ignore_pid SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} kt_ignore_uid SEC(".maps");
+
+struct kt_comm_key {
+	char comm[KT_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct kt_comm_key);
+	__type(value, __u8);
+} kt_ignore_comm SEC(".maps");
+
+static __always_inline bool ignored_task(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	struct kt_comm_key k = {};
+
+	if (!kt_ignore_enabled)
+		return false;
+	if (bpf_map_lookup_elem(&kt_ignore_pid, &tgid) || bpf_map_lookup_elem(&kt_ignore_uid, &uid))
+		return true;
+	bpf_get_current_comm(&k.comm, sizeof(k.comm));
+	return bpf_map_lookup_elem(&kt_ignore_comm, &k) != NULL;
+}
+
 struct sys_args {
 	__u64 args[6];
 	__u32 euid;   /* at entry, for the privilege-escalation check */
@@ -176,6 +219,8 @@ static __always_inline void sys_submit(struct kt_sys_event *e, __u16 type, __u64
 	if (type >= 64 || !(kt_enabled_mask & (1ULL << type)))
 		return;
 	if (kt_self_tgid && (bpf_get_current_pid_tgid() >> 32) == kt_self_tgid)
+		return;
+	if (ignored_task())
 		return;
 	seq = next_seq();
 	if (used > KT_DATA_SIZE)

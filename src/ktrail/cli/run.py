@@ -9,10 +9,13 @@ import sys
 import time
 
 from ktrail.cli.errors import CliError, parse_size
+from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
+from ktrail.config import ConfigError
+from ktrail.config import load as load_config
 from ktrail.decode.ringbuf import READERS
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher
-from ktrail.engine.filters import EventFilter
+from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
@@ -29,10 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Load the sensor and stream events: human-readable on a terminal, JSON lines "
         "otherwise. Stats records (event counts, losses, process table) are part of "
         "the stream."))
-    p.add_argument("--profile", choices=tuple(PROFILES), default="default",
+    p.add_argument("--config", metavar="PATH",
+                   help=f"configuration file (default: {DEFAULT_CONFIG} if it exists)")
+    p.add_argument("--profile", choices=tuple(PROFILES), default=None,
                    help="event set: " + "; ".join(f"{p.name}: {p.description}"
                                                   for p in PROFILES.values())
-                        + " (default: default)")
+                        + " (default: the configuration's, else default)")
     p.add_argument("--events", metavar="LIST",
                    help="comma-separated event types to trace instead of the profile's, or "
                         f"'all': {','.join(CATALOG)}")
@@ -76,9 +81,18 @@ def _target(args: argparse.Namespace, rotate_bytes: int) -> Target:
 
 def run(args: argparse.Namespace) -> int:
     # Every usage check comes first, before anything touches the kernel.
-    profile = PROFILES[args.profile]
     try:
-        events = profile.events if args.events is None else parse_events(args.events)
+        config = load_config(args.config)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    profile = PROFILES[args.profile or config.profile]
+    try:
+        if args.events is not None:
+            events = parse_events(args.events)
+        elif args.profile is not None:
+            events = (profile.events | config.enable) - config.disable
+        else:
+            events = config.events()
     except UnknownEvent as e:
         raise CliError(f"--events: {e}") from None
     if args.duration is not None and not (0 < args.duration < math.inf):
@@ -109,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         sensor = Sensor(SensorConfig(
             events=events, ring_bytes=ring, trace_threads=args.threads,
-            watch_paths=DEFAULT_WATCH + tuple(args.watch), open_writes=profile.open_writes,
-            ptrace_all=profile.ptrace_all, raw_fallback=profile.raw_fallback,
+            watch_paths=DEFAULT_WATCH + config.watch + tuple(args.watch),
+            open_writes=profile.open_writes, ptrace_all=profile.ptrace_all,
+            raw_fallback=profile.raw_fallback, ignore=config.ignore,
         ))
         sensor.start()
     except SensorError as e:
@@ -129,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             fmt, target,
             EventFilter(frozenset(args.pid), frozenset(args.comm), frozenset(args.uid)),
             RunOptions(duration=args.duration, stats_interval=args.stats_interval),
+            ignore=IgnoreFilter(config.ignore),
         )
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)

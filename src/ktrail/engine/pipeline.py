@@ -18,7 +18,7 @@ from ktrail.decode.decoder import LossTracker, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event
-from ktrail.engine.filters import EventFilter
+from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import Format
 from ktrail.output.target import Target
@@ -51,6 +51,7 @@ class Pipeline:
         target: Target,
         flt: EventFilter,
         options: RunOptions,
+        ignore: IgnoreFilter | None = None,
         warn: TextIO = sys.stderr,
     ) -> None:
         self.sensor = sensor
@@ -60,6 +61,7 @@ class Pipeline:
         self.fmt = fmt
         self.target = target
         self.filter = flt
+        self.ignore = ignore
         self.options = options
         self.warn = warn
         self.clock: Clock = enricher.clock
@@ -83,7 +85,10 @@ class Pipeline:
         self.batches += 1
         self.malformed += batch.malformed
         self.loss.update(batch)
-        events = self.filter.apply(self.enricher.process(batch))
+        events = self.enricher.process(batch)
+        if self.ignore is not None:
+            events = self.ignore.apply(events)
+        events = self.filter.apply(events)
         self.output_events += len(events)
         self.target.write(self.fmt.encode(events))
         return len(raw)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ktrail.bpf import object_path
+from ktrail.config import Ignore
 from ktrail.decode.schema import STATS, EventType, Syscall
 from ktrail.loader import features, libbpf
 from ktrail.loader.catalog import (
@@ -52,6 +53,8 @@ class SensorConfig:
     # Trace syscalls that have no tracepoint through the raw syscall hooks,
     # which cost every syscall (the `full` profile).
     raw_fallback: bool = False
+    # Never reported (the configuration's `ignore`): filtered in the kernel.
+    ignore: Ignore = field(default_factory=Ignore)
 
 
 @dataclass
@@ -181,6 +184,9 @@ class Sensor:
             for name in self.plan.hooks:
                 mask |= 1 << int(CATALOG[name].type)
             watching = bool(self.config.watch_paths) and "open" in self.plan.hooks
+            ignore = self.config.ignore
+            ignore_paths = bool(ignore.paths) and bool(
+                {"open", "create"} & self.plan.hooks.keys())
             obj.set_rodata(
                 {
                     "kt_trace_threads": self.config.trace_threads,
@@ -190,6 +196,8 @@ class Sensor:
                     "kt_open_writes": self.config.open_writes,
                     "kt_ptrace_all": self.config.ptrace_all,
                     "kt_self_tgid": os.getpid(),
+                    "kt_ignore_enabled": bool(ignore.pids or ignore.uids or ignore.comms),
+                    "kt_ignore_paths": ignore_paths,
                 }
             )
             obj.load()
@@ -197,8 +205,17 @@ class Sensor:
                 nr = RAW_FALLBACK[sc][platform.machine()]
                 obj.map("kt_raw_nr").update(struct.pack("<I", nr),
                                             struct.pack("<I", int(Syscall[sc])))
-            if watching:
-                self.watch = WatchSet(obj.map("kt_watch"), self.config.watch_paths)
+            one = struct.pack("<B", 1)
+            for pid in ignore.pids:
+                obj.map("kt_ignore_pid").update(struct.pack("<I", pid), one)
+            for uid in ignore.uids:
+                obj.map("kt_ignore_uid").update(struct.pack("<I", uid), one)
+            for comm in ignore.comms:
+                obj.map("kt_ignore_comm").update(comm.encode()[:15].ljust(16, b"\0"), one)
+            if watching or ignore_paths:
+                self.watch = WatchSet(obj.map("kt_watch"),
+                                      self.config.watch_paths if watching else (),
+                                      ignore.paths if ignore_paths else ())
                 self.watch.refresh()
             for prog in obj.programs():
                 if prog.name in wanted:

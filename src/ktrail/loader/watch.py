@@ -17,6 +17,7 @@ from ktrail.loader.libbpf import Map
 # kt_watch values (bpf/file.bpf.c).
 WATCH_FILE = 1
 WATCH_DIR = 2
+IGNORE_DIR = 4
 
 _KEY = struct.Struct("<IIQ")  # struct kt_watch_key: dev, pad, ino
 _VALUE = struct.Struct("<I")
@@ -41,11 +42,12 @@ DIR_DEPTH = 4
 
 
 def _add(out: dict[tuple[int, int], int], st: os.stat_result, kind: int) -> bool:
-    out[(kernel_dev(st.st_dev), st.st_ino)] = kind
+    key = (kernel_dev(st.st_dev), st.st_ino)
+    out[key] = out.get(key, 0) | kind
     return len(out) < MAX_ENTRIES
 
 
-def _walk_dirs(out: dict[tuple[int, int], int], top: str) -> bool:
+def _walk_dirs(out: dict[tuple[int, int], int], top: str, kind: int = WATCH_DIR) -> bool:
     """Every directory under `top`, DIR_DEPTH levels deep; False once full."""
     base = top.rstrip("/").count("/")
     for root, dirs, _files in os.walk(top, onerror=lambda _e: None):
@@ -57,13 +59,22 @@ def _walk_dirs(out: dict[tuple[int, int], int], top: str) -> bool:
                 st = os.stat(os.path.join(root, d))
             except OSError:
                 continue
-            if not _add(out, st, WATCH_DIR):
+            if not _add(out, st, kind):
                 return False
     return True
 
 
-def resolve(patterns: tuple[str, ...]) -> dict[tuple[int, int], int]:
+def resolve(patterns: tuple[str, ...],
+            ignore: tuple[str, ...] = ()) -> dict[tuple[int, int], int]:
     out: dict[tuple[int, int], int] = {}
+    for top in ignore:
+        try:
+            st = os.stat(top)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and (not _add(out, st, IGNORE_DIR)
+                                         or not _walk_dirs(out, top, IGNORE_DIR)):
+            return out
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]:
             try:
@@ -79,14 +90,16 @@ def resolve(patterns: tuple[str, ...]) -> dict[tuple[int, int], int]:
 
 
 class WatchSet:
-    def __init__(self, kmap: Map, patterns: tuple[str, ...]) -> None:
+    def __init__(self, kmap: Map, patterns: tuple[str, ...],
+                 ignore: tuple[str, ...] = ()) -> None:
         self.map = kmap
         self.patterns = patterns
+        self.ignore = ignore
         self.current: dict[tuple[int, int], int] = {}
 
     def refresh(self) -> int:
         """Brings the kernel set up to date; returns the number of entries."""
-        new = resolve(self.patterns)
+        new = resolve(self.patterns, self.ignore)
         for key in self.current.keys() - new.keys():
             self.map.delete(_KEY.pack(key[0], 0, key[1]))
         for key, kind in new.items():

@@ -1,0 +1,165 @@
+"""The configuration file: which events, which paths, what to ignore.
+
+    profile: default            # or full
+    events:
+      enable: [kill]            # on top of the profile
+      disable: [utimes]
+    watch: [/srv/secrets]       # more sensitive paths (opens reported)
+    ignore:                     # never reported
+      pids: [1234]
+      uids: [998]
+      comms: [chronyd]
+      paths: [/var/lib/prometheus]
+
+Every mistake is reported as FILE:LINE:COLUMN with what was expected, and
+nothing is started until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ktrail.loader.catalog import CATALOG
+from ktrail.loader.profiles import PROFILES
+
+DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Ignore:
+    pids: frozenset[int] = frozenset()
+    uids: frozenset[int] = frozenset()
+    comms: frozenset[str] = frozenset()
+    paths: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.pids or self.uids or self.comms or self.paths)
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "default"
+    enable: frozenset[str] = frozenset()
+    disable: frozenset[str] = frozenset()
+    watch: tuple[str, ...] = ()
+    ignore: Ignore = field(default_factory=Ignore)
+    source: str | None = None
+
+    def events(self) -> frozenset[str]:
+        return (PROFILES[self.profile].events | self.enable) - self.disable
+
+
+def _where(path: str, node: yaml.Node) -> str:
+    m = node.start_mark
+    return f"{path}:{m.line + 1}:{m.column + 1}"
+
+
+def _mapping(path: str, node: yaml.Node, keys: set[str], what: str) -> dict[str, yaml.Node]:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{_where(path, node)}: {what} must be a mapping")
+    out: dict[str, yaml.Node] = {}
+    for k, v in node.value:
+        if not isinstance(k, yaml.ScalarNode) or k.value not in keys:
+            raise ConfigError(f"{_where(path, k)}: unknown key {k.value!r} in {what}; "
+                              f"expected one of: {', '.join(sorted(keys))}")
+        out[k.value] = v
+    return out
+
+
+def _list(path: str, node: yaml.Node, what: str, kind: type) -> list[Any]:
+    if not isinstance(node, yaml.SequenceNode):
+        raise ConfigError(f"{_where(path, node)}: {what} must be a list")
+    out = []
+    for item in node.value:
+        if not isinstance(item, yaml.ScalarNode):
+            raise ConfigError(f"{_where(path, item)}: {what} entries must be plain values")
+        value: Any = item.value
+        if kind is int:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{_where(path, item)}: {what}: {value!r} is not a number") \
+                    from None
+            if not 0 <= value < 2**32:
+                raise ConfigError(f"{_where(path, item)}: {what}: {value} is out of range")
+        out.append(value)
+    return out
+
+
+def _events(path: str, node: yaml.Node, what: str) -> frozenset[str]:
+    names = _list(path, node, what, str)
+    for item, name in zip(node.value, names, strict=True):
+        if name not in CATALOG:
+            raise ConfigError(f"{_where(path, item)}: {what}: unknown event type {name!r}; "
+                              f"known: {', '.join(CATALOG)}")
+    return frozenset(names)
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if root is None:
+        return Config(source=path)
+    top = _mapping(path, root, {"profile", "events", "watch", "ignore"}, "the configuration")
+    kw: dict[str, Any] = {"source": path}
+    if "profile" in top:
+        node = top["profile"]
+        if not isinstance(node, yaml.ScalarNode) or node.value not in PROFILES:
+            raise ConfigError(f"{_where(path, node)}: profile must be one of: "
+                              f"{', '.join(PROFILES)}")
+        kw["profile"] = node.value
+    if "events" in top:
+        ev = _mapping(path, top["events"], {"enable", "disable"}, "events")
+        if "enable" in ev:
+            kw["enable"] = _events(path, ev["enable"], "events.enable")
+        if "disable" in ev:
+            kw["disable"] = _events(path, ev["disable"], "events.disable")
+    if "watch" in top:
+        kw["watch"] = tuple(_list(path, top["watch"], "watch", str))
+    if "ignore" in top:
+        ig = _mapping(path, top["ignore"], {"pids", "uids", "comms", "paths"}, "ignore")
+        comms = _list(path, ig["comms"], "ignore.comms", str) if "comms" in ig else []
+        for item, c in zip(ig["comms"].value if "comms" in ig else [], comms, strict=True):
+            if len(c.encode()) > 15:
+                raise ConfigError(f"{_where(path, item)}: ignore.comms: {c!r} is longer than "
+                                  "the kernel's 15-byte task name")
+        paths = _list(path, ig["paths"], "ignore.paths", str) if "paths" in ig else []
+        for item, p in zip(ig["paths"].value if "paths" in ig else [], paths, strict=True):
+            if not p.startswith("/"):
+                raise ConfigError(f"{_where(path, item)}: ignore.paths: {p!r} must be "
+                                  "absolute")
+        kw["ignore"] = Ignore(
+            pids=frozenset(_list(path, ig["pids"], "ignore.pids", int) if "pids" in ig else []),
+            uids=frozenset(_list(path, ig["uids"], "ignore.uids", int) if "uids" in ig else []),
+            comms=frozenset(comms),
+            paths=tuple(p.rstrip("/") or "/" for p in paths),
+        )
+    return Config(**kw)
+
+
+def load(path: str | None) -> Config:
+    """The file at `path`; with None, DEFAULT_PATH if it exists, else defaults."""
+    if path is None:
+        if not Path(DEFAULT_PATH).exists():
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return parse(text, path)
