@@ -14,3 +14,4 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "net.bpf.c"
 #include "task.bpf.c"
 #include "kernel.bpf.c"
+#include "uring.bpf.c"

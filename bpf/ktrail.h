@@ -65,6 +65,7 @@ enum kt_event_type {
 	KT_EVENT_UMOUNT = 37,
 	KT_EVENT_NAMESPACE = 38,
 	KT_EVENT_USERMODE_HELPER = 39,
+	KT_EVENT_IO_URING = 40,
 };
 
 /* The syscall behind a kt_sys_event, independent of the architecture's

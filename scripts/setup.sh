@@ -16,7 +16,7 @@ fi
 # Build and run-time packages. Only install when something is missing, so a
 # second run starts at once.
 pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
-      kmod util-linux mount)
+      kmod util-linux mount gcc liburing-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             events=events, ring_bytes=ring, trace_threads=args.threads,
             watch_paths=DEFAULT_WATCH + config.watch + tuple(args.watch),
             open_writes=profile.open_writes, ptrace_all=profile.ptrace_all,
-            raw_fallback=profile.raw_fallback, ignore=config.ignore,
+            raw_fallback=profile.raw_fallback, uring_all=profile.uring_all,
+            ignore=config.ignore,
         ))
         sensor.start()
     except SensorError as e:

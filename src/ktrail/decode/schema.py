@@ -53,6 +53,7 @@ class EventType(enum.IntEnum):
     UMOUNT = 37
     NAMESPACE = 38
     USERMODE_HELPER = 39
+    IO_URING = 40
 
 
 class StrKind(enum.IntEnum):

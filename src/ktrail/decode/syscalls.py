@@ -14,6 +14,7 @@ from typing import Any
 
 from ktrail.decode import sockets, taskops
 from ktrail.decode.schema import EventType, StrKind, SysFlags
+from ktrail.decode.taskops import open_flags
 
 
 @dataclass(frozen=True)
@@ -148,24 +149,13 @@ SPECS: dict[int, SysSpec] = {
                               "unmounted", taskops.umount),
     EventType.NAMESPACE: SysSpec("namespace", "namespace", (), "namespaces entered or created "
                                  "(setns, unshare)", taskops.namespace),
+    EventType.IO_URING: SysSpec("io_uring", "io_uring", (), "io_uring requests submitted: "
+                                "opens, connects, renames... (every opcode in full)",
+                                taskops.io_uring),
 }
 
-_O_FLAGS = [
-    (0o1, "O_WRONLY"), (0o2, "O_RDWR"), (0o100, "O_CREAT"), (0o200, "O_EXCL"),
-    (0o1000, "O_TRUNC"), (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"),
-    (0o200000, "O_DIRECTORY"), (0o400000, "O_NOFOLLOW"), (0o2000000, "O_CLOEXEC"),
-    (0o20200000, "O_TMPFILE"),
-]
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
-
-
-def open_flags(flags: int) -> list[str]:
-    names = [] if flags & 0o3 else ["O_RDONLY"]
-    for bit, name in _O_FLAGS:
-        if flags & bit == bit:
-            names.append(name)
-    return names
 
 
 def _signed(v: int) -> int:

@@ -7,10 +7,29 @@ event's objects by name.
 
 from __future__ import annotations
 
+import posixpath
 import signal
 from typing import Any
 
+from ktrail.decode import sockets
+
 Objects = dict[str, dict[str, Any]]
+
+_O_FLAGS = [
+    (0o1, "O_WRONLY"), (0o2, "O_RDWR"), (0o100, "O_CREAT"), (0o200, "O_EXCL"),
+    (0o1000, "O_TRUNC"), (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"),
+    (0o200000, "O_DIRECTORY"), (0o400000, "O_NOFOLLOW"), (0o2000000, "O_CLOEXEC"),
+    (0o20200000, "O_TMPFILE"),
+]
+
+def open_flags(flags: int) -> list[str]:
+    names = [] if flags & 0o3 else ["O_RDONLY"]
+    for bit, name in _O_FLAGS:
+        if flags & bit == bit:
+            names.append(name)
+    return names
+
+
 
 PTRACE_REQUESTS = {
     0: "PTRACE_TRACEME", 1: "PTRACE_PEEKTEXT", 2: "PTRACE_PEEKDATA", 3: "PTRACE_PEEKUSER",
@@ -167,3 +186,52 @@ def namespace(args: list[int], strs: list[Any]) -> Objects:
     kind = NS_NAMES.get(args[0])
     return {"namespace": {"op": "setns", "flags": bits(args[0], CLONE_NS),
                           "ns": f"{kind or 'ns'}:[{args[2]}]" if args[2] else None}}
+
+
+# IORING_OP_* by value (include/uapi/linux/io_uring.h).
+IORING_OPS = [
+    "NOP", "READV", "WRITEV", "FSYNC", "READ_FIXED", "WRITE_FIXED", "POLL_ADD", "POLL_REMOVE",
+    "SYNC_FILE_RANGE", "SENDMSG", "RECVMSG", "TIMEOUT", "TIMEOUT_REMOVE", "ACCEPT",
+    "ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT", "FALLOCATE", "OPENAT", "CLOSE", "FILES_UPDATE",
+    "STATX", "READ", "WRITE", "FADVISE", "MADVISE", "SEND", "RECV", "OPENAT2", "EPOLL_CTL",
+    "SPLICE", "PROVIDE_BUFFERS", "REMOVE_BUFFERS", "TEE", "SHUTDOWN", "RENAMEAT", "UNLINKAT",
+    "MKDIRAT", "SYMLINKAT", "LINKAT", "MSG_RING", "FSETXATTR", "SETXATTR", "FGETXATTR",
+    "GETXATTR", "SOCKET", "URING_CMD", "SEND_ZC", "SENDMSG_ZC", "READ_MULTISHOT", "WAITID",
+    "FUTEX_WAIT", "FUTEX_WAKE", "FUTEX_WAITV", "FIXED_FD_INSTALL", "FTRUNCATE", "BIND", "LISTEN",
+]
+# Reported by default: what opens, connects, listens or changes names.
+IORING_SECURITY_OPS = ("ACCEPT", "CONNECT", "OPENAT", "OPENAT2", "RENAMEAT", "UNLINKAT",
+                       "MKDIRAT", "SYMLINKAT", "LINKAT", "SOCKET", "BIND", "LISTEN",
+                       "URING_CMD", "FTRUNCATE", "FSETXATTR", "SETXATTR")
+
+
+def uring_mask(all_ops: bool) -> int:
+    """kt_uring_ops: one bit per reported opcode."""
+    if all_ops:
+        return (1 << 64) - 1
+    return sum(1 << IORING_OPS.index(name) for name in IORING_SECURITY_OPS)
+
+
+def io_uring(args: list[int], strs: list[Any]) -> Objects:
+
+    op = args[0]
+    fd = args[1] - (1 << 64) if args[1] >= 1 << 63 else args[1]
+    obj: dict[str, Any] = {
+        "opcode": f"IORING_OP_{IORING_OPS[op]}" if op < len(IORING_OPS) else str(op),
+        "fd": fd if fd >= 0 else None,
+        "user_data": args[2],
+        "path": None,
+    }
+    if strs[0] is not None:
+        given, base = strs[0], strs[1]
+        # Joined, not normalised, as for syscall paths (decode/syscalls.resolve).
+        obj["path"] = given if given.startswith("/") or base is None else posixpath.join(base,
+                                                                                        given)
+    if op < len(IORING_OPS) and IORING_OPS[op] in ("OPENAT", "OPENAT2"):
+        obj["flags"] = open_flags(args[4])
+        obj["fd"] = None  # the request's fd slot is not the open's; its dirfd is in the path
+    out: Objects = {"io_uring": obj}
+    asked, sock = sockets.sockaddr(strs[2]), sockets.sock_tuple(strs[3])
+    if asked or sock:
+        out["net"] = sockets.net_fields(asked, sock, asked_is_remote=True)
+    return out

@@ -124,6 +124,12 @@ CATALOG: dict[str, EventSpec] = {
             EventSpec(SPECS[t].name, t, description=SPECS[t].description, syscalls=scs)
             for t, scs in SYSCALLS.items()
         ),
+        EventSpec(
+            "io_uring",
+            EventType.IO_URING,
+            choices=(Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req"),),
+            description=SPECS[EventType.IO_URING].description,
+        ),
         # Derived from exec records: needs the exec programs.
         EventSpec(
             "usermode_helper",

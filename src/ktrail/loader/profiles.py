@@ -26,6 +26,7 @@ class Profile:
     description: str
     ptrace_all: bool = False  # every ptrace request, not only injection ones
     raw_fallback: bool = False  # raw syscall hooks for syscalls without tracepoints
+    uring_all: bool = False  # every io_uring opcode, not only the security-relevant ones
 
 
 PROFILES: dict[str, Profile] = {
@@ -37,12 +38,12 @@ PROFILES: dict[str, Profile] = {
                        "chmod", "chown", "utimes", "connect", "accept", "bind", "listen",
                        "dns", "setsid", "prctl", "ptrace", "memfd_create", "setuid",
                        "privilege_escalation", "module_load", "bpf", "mount", "umount",
-                       "namespace", "usermode_helper"}),
+                       "namespace", "usermode_helper", "io_uring"}),
             open_writes=False,
             description="always-on audit set: low volume, high value",
         ),
         Profile("full", frozenset(CATALOG), open_writes=True, ptrace_all=True,
-                raw_fallback=True,
+                raw_fallback=True, uring_all=True,
                 description="every event type, every open for writing, every ptrace "
                             "request"),
     )

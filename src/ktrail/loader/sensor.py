@@ -18,6 +18,7 @@ import numpy as np
 from ktrail.bpf import object_path
 from ktrail.config import Ignore
 from ktrail.decode.schema import STATS, EventType, Syscall
+from ktrail.decode.taskops import uring_mask
 from ktrail.loader import features, libbpf
 from ktrail.loader.catalog import (
     CATALOG,
@@ -53,6 +54,8 @@ class SensorConfig:
     # Trace syscalls that have no tracepoint through the raw syscall hooks,
     # which cost every syscall (the `full` profile).
     raw_fallback: bool = False
+    # Every io_uring opcode, not only opens/connects/renames (full profile).
+    uring_all: bool = False
     # Never reported (the configuration's `ignore`): filtered in the kernel.
     ignore: Ignore = field(default_factory=Ignore)
 
@@ -198,6 +201,7 @@ class Sensor:
                     "kt_self_tgid": os.getpid(),
                     "kt_ignore_enabled": bool(ignore.pids or ignore.uids or ignore.comms),
                     "kt_ignore_paths": ignore_paths,
+                    "kt_uring_ops": uring_mask(self.config.uring_all),
                 }
             )
             obj.load()

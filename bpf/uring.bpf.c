@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * uring.bpf.c: io_uring submissions. Part of the ktrail.bpf.c unit.
+ *
+ * File and network work submitted through io_uring makes no syscall of its
+ * own, so the syscall hooks never see it. io_uring_submit_req fires for each
+ * request; the request holds its opcode, the fd it targets, and (prepared
+ * already) the filename of an open or the address of a connect.
+ *
+ * Canonical arguments and string slots (decoded by src/ktrail/decode/):
+ *   io_uring  opcode, fd, user_data, request flags, open flags, dirfd
+ *             slots path (open: as given; else the fd's path), base, sockaddr, socket tuple
+ */
+#include "syscall.bpf.h"
+
+#define KT_IORING_OP_CONNECT 16
+#define KT_IORING_OP_OPENAT 18
+#define KT_IORING_OP_OPENAT2 28
+
+/* Opcodes reported, one bit each (set by the loader). */
+const volatile __u64 kt_uring_ops = 0;
+
+static __always_inline __u64 put_kernel_str(struct kt_sys_event *e, int slot, __u64 off,
+					    const char *ptr)
+{
+	long n;
+
+	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
+		return off;
+	n = bpf_probe_read_kernel_str(&e->data[off], KT_STR_MAX, ptr);
+	if (n <= 0)
+		return off;
+	if (n >= KT_STR_MAX)
+		e->flags |= KT_SYS_TRUNCATED << slot;
+	slot_set(e, slot, n, KT_STR_USER);
+	return off + n;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
+{
+	__u8 op = BPF_CORE_READ(req, opcode);
+	struct kt_sys_event *e;
+	__u64 off = 0;
+	long fd;
+	int i;
+
+	if (op >= 64 || !(kt_uring_ops & (1ULL << op)))
+		return 0;
+	e = sys_scratch();
+	if (!e)
+		return 0;
+	fd = BPF_CORE_READ(req, cqe.fd);
+	e->retval = 0;
+	e->syscall = 0;
+	e->args[0] = op;
+	e->args[1] = fd;
+	e->args[2] = BPF_CORE_READ(req, cqe.user_data);
+	e->args[3] = BPF_CORE_READ(req, flags);
+	e->args[4] = e->args[5] = 0;
+	for (i = 0; i < KT_SYS_STRS; i++) {
+		e->str_len[i] = 0;
+		e->str_kind[i] = KT_STR_NONE;
+	}
+	e->flags = 0;
+	e->_pad = 0;
+	e->_pad2 = 0;
+
+	if (op == KT_IORING_OP_OPENAT || op == KT_IORING_OP_OPENAT2) {
+		/* The prepared command sits at the start of the request. */
+		struct io_open *o = (struct io_open *)req;
+		const char *name = BPF_CORE_READ(o, filename, name);
+		long dfd = BPF_CORE_READ(o, dfd);
+		char c = 0;
+
+		e->args[4] = BPF_CORE_READ(o, how.flags);
+		e->args[5] = dfd;
+		off = put_kernel_str(e, 0, off, name);
+		bpf_probe_read_kernel(&c, 1, name);
+		if (c != '/')
+			off = (int)dfd == KT_AT_FDCWD ? put_cwd(e, 1, off) : put_fd_path(e, 1, off, dfd);
+	} else if (op == KT_IORING_OP_CONNECT) {
+		struct io_connect *c = (struct io_connect *)req;
+		void *addr = BPF_CORE_READ(c, addr);
+		__u64 len = BPF_CORE_READ(c, addr_len);
+
+		if (len > 128)
+			len = 128;
+		off = put_user_bytes(e, 2, off, addr, len);
+		off = put_sock(e, 3, off, fd);
+	} else if (fd >= 0) {
+		struct file *f = fd_file(fd);
+
+		off = put_file_path(e, 0, off, f);
+		off = put_sock(e, 3, off, fd);
+	}
+	sys_submit(e, KT_EVENT_IO_URING, off);
+	return 0;
+}
