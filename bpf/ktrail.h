@@ -66,6 +66,9 @@ enum kt_event_type {
 	KT_EVENT_NAMESPACE = 38,
 	KT_EVENT_USERMODE_HELPER = 39,
 	KT_EVENT_IO_URING = 40,
+	/* No BPF record: device events come from the kernel's uevent netlink
+	 * broadcast. Numbered here so both sides share one list of types. */
+	KT_EVENT_DEVICE = 41,
 };
 
 /* The syscall behind a kt_sys_event, independent of the architecture's

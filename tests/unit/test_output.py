@@ -416,3 +416,19 @@ def test_rotating_file_flush_makes_data_visible(tmp_path: Path) -> None:
     rf.flush()
     assert Path(path).read_bytes() == b"a\n"
     rf.close()
+
+
+def test_uevent_parsing_and_text() -> None:
+    from ktrail.engine.clock import Clock
+    from ktrail.engine.uevents import parse, to_event
+    from ktrail.output.formats import Text
+
+    msg = (b"add@/devices/pci0000:00/usb1/1-1\0ACTION=add\0DEVPATH=/devices/pci0000:00/usb1/1-1"
+           b"\0SUBSYSTEM=usb\0DEVNAME=bus/usb/001/002\0DEVTYPE=usb_device\0PRODUCT=781/5567/100"
+           b"\0SEQNUM=42\0")
+    env = parse(msg)
+    assert env is not None and env["PRODUCT"] == "781/5567/100"
+    ev = to_event(env, Clock())
+    assert ev["device"]["seqnum"] == 42 and ev["device"]["action"] == "add"
+    assert "add usb /devices/pci0000:00/usb1/1-1 (/dev/bus/usb/001/002)" in Text().line(ev)
+    assert parse(b"libudev\0\xfe\xed") is None and parse(b"garbage") is None

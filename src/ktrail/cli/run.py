@@ -17,6 +17,7 @@ from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher
 from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
+from ktrail.engine.uevents import UeventSource
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
 from ktrail.loader.profiles import PROFILES
@@ -134,10 +135,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"the sensor failed to start: {e}") from None
 
     reader = None
+    uevents = None
     try:
         reader = READERS[args.reader](sensor.ring_fd, sensor.ring_bytes)
         table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
         seeded = table.seed()  # after attach, so no process slips between the two
+        if "device" in sensor.plan.hooks:
+            uevents = UeventSource(Clock())
         pipeline = Pipeline(
             sensor, reader, args.reader,
             Enricher(table, Clock(), usermode_helpers="usermode_helper" in sensor.plan.hooks,
@@ -146,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             EventFilter(frozenset(args.pid), frozenset(args.comm), frozenset(args.uid)),
             RunOptions(duration=args.duration, stats_interval=args.stats_interval),
             ignore=IgnoreFilter(config.ignore),
+            uevents=uevents,
         )
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
@@ -163,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
               f"{lost} lost", file=sys.stderr, flush=True)
         return 0
     finally:
+        if uevents is not None:
+            uevents.close()
         if reader is not None:
             reader.close()
         sensor.close()

@@ -54,6 +54,7 @@ class EventType(enum.IntEnum):
     NAMESPACE = 38
     USERMODE_HELPER = 39
     IO_URING = 40
+    DEVICE = 41  # kernel uevents (netlink), not a BPF record
 
 
 class StrKind(enum.IntEnum):
@@ -170,7 +171,7 @@ SYS_DATA_MAX = SYS_STRS * STR_MAX
 # Types carried by struct kt_sys_event. usermode_helper is derived from an
 # exec record (its KERNEL_SPAWNED flag), not a record of its own.
 SYSCALL_TYPES = frozenset(
-    t for t in EventType if t >= 10 and t != EventType.USERMODE_HELPER
+    t for t in EventType if t >= 10 and t not in (EventType.USERMODE_HELPER, EventType.DEVICE)
 )
 
 # struct kt_stats, one per CPU.

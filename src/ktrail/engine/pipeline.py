@@ -19,6 +19,7 @@ from ktrail.decode.ringbuf import RawBatch
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import EventFilter, IgnoreFilter
+from ktrail.engine.uevents import UeventSource
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import Format
 from ktrail.output.target import Target
@@ -52,6 +53,7 @@ class Pipeline:
         flt: EventFilter,
         options: RunOptions,
         ignore: IgnoreFilter | None = None,
+        uevents: UeventSource | None = None,
         warn: TextIO = sys.stderr,
     ) -> None:
         self.sensor = sensor
@@ -62,6 +64,7 @@ class Pipeline:
         self.target = target
         self.filter = flt
         self.ignore = ignore
+        self.uevents = uevents
         self.options = options
         self.warn = warn
         self.clock: Clock = enricher.clock
@@ -96,6 +99,12 @@ class Pipeline:
     def drain(self) -> None:
         while self.drain_once():
             pass
+        if self.uevents is not None:
+            devices = self.uevents.drain()
+            self.enricher.counts["device"] += len(devices)
+            events = self.filter.apply(devices)
+            self.output_events += len(events)
+            self.target.write(self.fmt.encode(events))
 
     def run(self) -> dict[str, Any]:
         opts = self.options
@@ -168,6 +177,8 @@ class Pipeline:
                 "ring_bytes": self.reader.size,
             },
             "proc_table": table.stats(),
+            "devices": None if self.uevents is None else {
+                "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),
         }
         if final:

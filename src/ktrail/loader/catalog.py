@@ -130,6 +130,14 @@ CATALOG: dict[str, EventSpec] = {
             choices=(Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req"),),
             description=SPECS[EventType.IO_URING].description,
         ),
+        # Not a BPF hook: the kernel's uevent netlink broadcast.
+        EventSpec(
+            "device",
+            EventType.DEVICE,
+            choices=(Hook("netlink", (), "NETLINK_KOBJECT_UEVENT"),),
+            description="devices added, removed, bound or changed (USB, disks, network "
+                        "interfaces), from the kernel's uevents",
+        ),
         # Derived from exec records: needs the exec programs.
         EventSpec(
             "usermode_helper",

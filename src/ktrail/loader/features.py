@@ -12,13 +12,15 @@ import ctypes
 import functools
 import os
 import platform
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from ktrail.bpf import object_path
 from ktrail.loader import libbpf
 
-MECHANISMS = ("tracepoint", "raw_tp", "tp_btf", "kprobe", "fentry", "lsm", "uprobe", "ringbuf")
+MECHANISMS = ("tracepoint", "raw_tp", "tp_btf", "kprobe", "fentry", "lsm", "uprobe", "ringbuf",
+              "netlink")
 
 _PROBE_PROGRAM = {
     "tracepoint": "probe_tracepoint",
@@ -84,6 +86,12 @@ def _try_program(mechanism: str) -> Probe:
 
 @functools.cache
 def probe(mechanism: str) -> Probe:
+    if mechanism == "netlink":
+        try:
+            socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15).close()
+        except OSError as e:
+            return Probe("netlink", False, f"uevent socket: {e.strerror}")
+        return Probe("netlink", True, "NETLINK_KOBJECT_UEVENT")
     if mechanism == "ringbuf":
         ok = libbpf.probe_map_type(libbpf.BPF_MAP_TYPE_RINGBUF)
         return Probe("ringbuf", ok, "BPF_MAP_TYPE_RINGBUF" if ok else "map type not supported")

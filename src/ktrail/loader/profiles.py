@@ -38,7 +38,7 @@ PROFILES: dict[str, Profile] = {
                        "chmod", "chown", "utimes", "connect", "accept", "bind", "listen",
                        "dns", "setsid", "prctl", "ptrace", "memfd_create", "setuid",
                        "privilege_escalation", "module_load", "bpf", "mount", "umount",
-                       "namespace", "usermode_helper", "io_uring"}),
+                       "namespace", "usermode_helper", "io_uring", "device"}),
             open_writes=False,
             description="always-on audit set: low volume, high value",
         ),

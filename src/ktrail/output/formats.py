@@ -58,6 +58,11 @@ class Text:
         elif etype == "fork":
             c = e["fork"]["child"]
             detail = f"-> {'thread' if e['fork']['thread'] else 'child'} {c['pid']}"
+        elif etype == "device":
+            d = e["device"]
+            detail = f"{d['action']} {d['subsystem'] or ''} {d['devpath']}"
+            if d["devname"]:
+                detail += f" (/dev/{d['devname']})"
         elif etype == "exit":
             x = e["exit"]
             detail = f"signal {x['signal']}" if x["signal"] else f"code {x['code']}"
