@@ -140,6 +140,23 @@ static __always_inline int sys_enter(struct trace_event_raw_sys_enter *ctx, cons
 	return 0;
 }
 
+/* Everything of a record but its header and arguments: result, syscall, and
+ * empty string slots. The scratch record is reused, so nothing may be left. */
+static __always_inline void sys_reset(struct kt_sys_event *e, __u16 syscall, long ret)
+{
+	int i;
+
+	e->retval = ret;
+	e->syscall = syscall;
+	for (i = 0; i < KT_SYS_STRS; i++) {
+		e->str_len[i] = 0;
+		e->str_kind[i] = KT_STR_NONE;
+	}
+	e->_pad = 0;
+	e->flags = 0;
+	e->_pad2 = 0;
+}
+
 /* Emitted when a traced syscall returns with euid 0 to a caller that entered
  * it with another euid (Elkeid's update_cred check, on tracepoints): the
  * shape of a kernel privilege-escalation exploit, or of a setuid-root program
@@ -150,7 +167,6 @@ static __always_inline void check_escalation(__u32 euid_before, __u16 syscall, l
 	__u64 size = offsetof(struct kt_sys_event, data);
 	struct kt_sys_event *e;
 	__u64 seq;
-	int i;
 
 	if (euid_before == 0 || BPF_CORE_READ(task, cred, euid.val) != 0)
 		return;
@@ -163,20 +179,12 @@ static __always_inline void check_escalation(__u32 euid_before, __u16 syscall, l
 		return;
 	}
 	fill_header(&e->hdr, KT_EVENT_PRIVILEGE_ESCALATION, size, seq, task);
-	e->retval = ret;
 	e->args[0] = euid_before;
 	e->args[1] = BPF_CORE_READ(task, cred, uid.val);
 	e->args[2] = BPF_CORE_READ(task, cred, euid.val);
 	e->args[3] = BPF_CORE_READ(task, cred, suid.val);
 	e->args[4] = e->args[5] = 0;
-	e->syscall = syscall;
-	for (i = 0; i < KT_SYS_STRS; i++) {
-		e->str_len[i] = 0;
-		e->str_kind[i] = KT_STR_NONE;
-	}
-	e->_pad = 0;
-	e->flags = 0;
-	e->_pad2 = 0;
+	sys_reset(e, syscall, ret);
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
@@ -197,15 +205,7 @@ static __always_inline struct kt_sys_event *sys_begin(long ret, __u16 syscall)
 	if (e) {
 		for (i = 0; i < 6; i++)
 			e->args[i] = a->args[i];
-		e->retval = ret;
-		e->syscall = syscall;
-		for (i = 0; i < KT_SYS_STRS; i++) {
-			e->str_len[i] = 0;
-			e->str_kind[i] = KT_STR_NONE;
-		}
-		e->flags = 0;
-		e->_pad = 0;
-		e->_pad2 = 0;
+		sys_reset(e, syscall, ret);
 	}
 	check_escalation(euid, syscall, ret);
 	return e;
@@ -239,21 +239,31 @@ static __always_inline void slot_set(struct kt_sys_event *e, int slot, __u64 len
 	e->str_kind[slot] = len ? kind : KT_STR_NONE;
 }
 
-/* A caller's string into `slot` at data offset `off`; returns the next offset. */
-static __always_inline __u64 put_user_str(struct kt_sys_event *e, int slot, __u64 off,
-					  const char *ptr)
+/* A string into `slot` at data offset `off`, from the caller's memory or the
+ * kernel's; returns the next offset. */
+static __always_inline __u64 put_str(struct kt_sys_event *e, int slot, __u64 off,
+				     const char *ptr, bool user)
 {
 	long n;
 
 	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
 		return off;
-	n = bpf_probe_read_user_str(&e->data[off], KT_STR_MAX, ptr);
+	if (user)
+		n = bpf_probe_read_user_str(&e->data[off], KT_STR_MAX, ptr);
+	else
+		n = bpf_probe_read_kernel_str(&e->data[off], KT_STR_MAX, ptr);
 	if (n <= 0)
 		return off;
 	if (n >= KT_STR_MAX)
 		e->flags |= KT_SYS_TRUNCATED << slot;
 	slot_set(e, slot, n, KT_STR_USER);
 	return off + n;
+}
+
+static __always_inline __u64 put_user_str(struct kt_sys_event *e, int slot, __u64 off,
+					  const char *ptr)
+{
+	return put_str(e, slot, off, ptr, true);
 }
 
 /* Raw bytes (a sockaddr, a payload) into `slot`; callers clamp `len` to

@@ -20,22 +20,6 @@
 /* Opcodes reported, one bit each (set by the loader). */
 const volatile __u64 kt_uring_ops = 0;
 
-static __always_inline __u64 put_kernel_str(struct kt_sys_event *e, int slot, __u64 off,
-					    const char *ptr)
-{
-	long n;
-
-	if (!ptr || off > KT_DATA_SIZE - KT_STR_MAX)
-		return off;
-	n = bpf_probe_read_kernel_str(&e->data[off], KT_STR_MAX, ptr);
-	if (n <= 0)
-		return off;
-	if (n >= KT_STR_MAX)
-		e->flags |= KT_SYS_TRUNCATED << slot;
-	slot_set(e, slot, n, KT_STR_USER);
-	return off + n;
-}
-
 SEC("tp_btf/io_uring_submit_req")
 int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
 {
@@ -43,7 +27,6 @@ int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
 	struct kt_sys_event *e;
 	__u64 off = 0;
 	long fd;
-	int i;
 
 	if (op >= 64 || !(kt_uring_ops & (1ULL << op)))
 		return 0;
@@ -51,20 +34,12 @@ int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
 	if (!e)
 		return 0;
 	fd = BPF_CORE_READ(req, cqe.fd);
-	e->retval = 0;
-	e->syscall = 0;
+	sys_reset(e, 0, 0);
 	e->args[0] = op;
 	e->args[1] = fd;
 	e->args[2] = BPF_CORE_READ(req, cqe.user_data);
 	e->args[3] = BPF_CORE_READ(req, flags);
 	e->args[4] = e->args[5] = 0;
-	for (i = 0; i < KT_SYS_STRS; i++) {
-		e->str_len[i] = 0;
-		e->str_kind[i] = KT_STR_NONE;
-	}
-	e->flags = 0;
-	e->_pad = 0;
-	e->_pad2 = 0;
 
 	if (op == KT_IORING_OP_OPENAT || op == KT_IORING_OP_OPENAT2) {
 		/* The prepared command sits at the start of the request. */
@@ -75,7 +50,7 @@ int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
 
 		e->args[4] = BPF_CORE_READ(o, how.flags);
 		e->args[5] = dfd;
-		off = put_kernel_str(e, 0, off, name);
+		off = put_str(e, 0, off, name, false);
 		bpf_probe_read_kernel(&c, 1, name);
 		if (c != '/')
 			off = (int)dfd == KT_AT_FDCWD ? put_cwd(e, 1, off) : put_fd_path(e, 1, off, dfd);
