@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
-from collections.abc import Callable
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import Batch, LossTracker, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.decode.schema import EXEC, EXIT, FORK, HEADER, EventType, ExecFlags
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-LIFECYCLE = FIXTURES / "lifecycle.ring"
-
-
-def _load_record_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ktrail_fixture_record", FIXTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-read_fixture: Callable[[str], RawBatch] = _load_record_module().read
 
 TYPE_OFF = HEADER.fields["type"][1]
 SEQ_OFF = HEADER.fields["seq"][1]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
 from fakeproc import FakeProc
+from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import Batch, decode
 from ktrail.decode.ringbuf import RawBatch
@@ -20,22 +18,9 @@ from ktrail.engine.clock import Clock, ticks
 from ktrail.engine.enrich import Enricher, Event, decode_status, split_args
 from ktrail.process import ProcessTable, ProcFS, UserNames
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-LIFECYCLE = FIXTURES / "lifecycle.ring"
 NAMES = {0: "root"}
 RFC3339_NS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
 EXEC_ID = re.compile(r"^\d+:\d+$")
-
-
-def _load_record_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ktrail_fixture_record", FIXTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-read_fixture: Callable[[str], RawBatch] = _load_record_module().read
 
 
 def make_enricher(tmp_path: Path, clock: Clock | None = None) -> Enricher:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import os
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any, cast
 
 import numpy as np
 import orjson
 import pytest
 from fakeproc import FakeProc
+from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import decode
 from ktrail.decode.ringbuf import RawBatch
@@ -27,20 +25,6 @@ from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
 from ktrail.process import ProcessTable, ProcFS, UserNames
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-LIFECYCLE = FIXTURES / "lifecycle.ring"
-
-
-def _load_record_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ktrail_fixture_record", FIXTURES / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-read_fixture: Callable[[str], RawBatch] = _load_record_module().read
 
 
 def make_enricher(tmp_path: Path) -> Enricher:

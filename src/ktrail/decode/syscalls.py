@@ -14,7 +14,7 @@ from typing import Any
 
 from ktrail.decode import sockets, taskops
 from ktrail.decode.schema import EventType, StrKind, SysFlags
-from ktrail.decode.taskops import open_flags
+from ktrail.decode.taskops import open_flags, signed64
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _accept(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
 
 def _listen(args: list[int], strs: list[Any]) -> dict[str, dict[str, Any]]:
     net = sockets.net_fields(None, sockets.sock_tuple(strs[1]), asked_is_remote=True)
-    net["backlog"] = _signed(args[1])
+    net["backlog"] = signed64(args[1])
     return {"net": net}
 
 
@@ -158,17 +158,13 @@ UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
 
-def _signed(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
 def _time(sec: int, nsec: int) -> str | int | None:
-    nsec = _signed(nsec)
+    nsec = signed64(nsec)
     if nsec == UTIME_NOW:
         return "now"
     if nsec == UTIME_OMIT:
         return None
-    return _signed(sec) * 1_000_000_000 + nsec
+    return signed64(sec) * 1_000_000_000 + nsec
 
 
 def slots(tail: bytes, lens: list[int], kinds: list[int], flags: int) -> list[Any]:
@@ -240,5 +236,5 @@ def fields(spec: SysSpec, args: list[int], strs: list[Any], flags: int) -> dict[
         elif f.kind == "flags_open":
             out[f.name] = open_flags(args[f.index])
         else:
-            out[f.name] = _signed(args[f.index])
+            out[f.name] = signed64(args[f.index])
     return out

@@ -77,7 +77,8 @@ CAPS = [
 UNSET = (1 << 32) - 1  # (u32)-1 as passed for "unchanged"
 
 
-def _signed(v: int) -> int:
+def signed64(v: int) -> int:
+    """A u64 argument as the signed value the syscall took (fds, -1 = unchanged)."""
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
@@ -112,13 +113,13 @@ def prctl(args: list[int], strs: list[Any]) -> Objects:
 def kill(args: list[int], strs: list[Any]) -> Objects:
     sig = args[1]
     return {"kill": {"signal": signal_name(sig), "signo": sig,
-                     "target": {"pid": _signed(args[0]) or None, "tid": args[2] or None}}}
+                     "target": {"pid": signed64(args[0]) or None, "tid": args[2] or None}}}
 
 
 def ptrace(args: list[int], strs: list[Any]) -> Objects:
     req = args[0]
     return {"ptrace": {"request": PTRACE_REQUESTS.get(req, str(req)), "request_num": req,
-                       "target": {"pid": _signed(args[1])}, "addr": args[2], "data": args[3]}}
+                       "target": {"pid": signed64(args[1])}, "addr": args[2], "data": args[3]}}
 
 
 def memfd(args: list[int], strs: list[Any]) -> Objects:
@@ -148,8 +149,8 @@ def escalation(args: list[int], strs: list[Any]) -> Objects:
 
 
 def module(args: list[int], strs: list[Any]) -> Objects:
-    return {"module": {"file": strs[0] if _signed(args[0]) != -1 else None,
-                       "name": strs[0] if _signed(args[0]) == -1 else None,
+    return {"module": {"file": strs[0] if signed64(args[0]) != -1 else None,
+                       "name": strs[0] if signed64(args[0]) == -1 else None,
                        "params": strs[1], "flags": args[1], "image_len": args[2] or None}}
 
 
@@ -163,7 +164,7 @@ def bpf(args: list[int], strs: list[Any]) -> Objects:
     elif cmd == 17:
         out.update(tracepoint=strs[0], prog_fd=args[5])
     else:
-        out.update(attach_type=args[3], target_fd=_signed(args[4]), prog_fd=args[5])
+        out.update(attach_type=args[3], target_fd=signed64(args[4]), prog_fd=args[5])
     return {"bpf": out}
 
 
@@ -180,7 +181,7 @@ NS_NAMES = {0x00020000: "mnt", 0x02000000: "cgroup", 0x04000000: "uts", 0x080000
 
 
 def namespace(args: list[int], strs: list[Any]) -> Objects:
-    if _signed(args[1]) == -1:
+    if signed64(args[1]) == -1:
         return {"namespace": {"op": "unshare", "flags": bits(args[0], CLONE_NS)}}
     # setns: nstype 0 means "whatever the fd is"; the inode is the namespace id.
     kind = NS_NAMES.get(args[0])
@@ -215,7 +216,7 @@ def uring_mask(all_ops: bool) -> int:
 def io_uring(args: list[int], strs: list[Any]) -> Objects:
 
     op = args[0]
-    fd = args[1] - (1 << 64) if args[1] >= 1 << 63 else args[1]
+    fd = signed64(args[1])
     obj: dict[str, Any] = {
         "opcode": f"IORING_OP_{IORING_OPS[op]}" if op < len(IORING_OPS) else str(op),
         "fd": fd if fd >= 0 else None,

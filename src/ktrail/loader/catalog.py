@@ -152,7 +152,6 @@ CATALOG: dict[str, EventSpec] = {
     )
 }
 
-BY_TYPE: dict[EventType, EventSpec] = {s.type: s for s in CATALOG.values()}
 
 
 class UnknownEvent(ValueError):
