@@ -4,8 +4,9 @@
  *
  * File and network work submitted through io_uring makes no syscall of its
  * own, so the syscall hooks never see it. io_uring_submit_req fires for each
- * request; the request holds its opcode, the fd it targets, and (prepared
- * already) the filename of an open or the address of a connect.
+ * request (io_uring_submit_sqe before Linux 6.4, with the same request); the
+ * request holds its opcode, the fd it targets, and (prepared already) the
+ * filename of an open or the address of a connect.
  *
  * Canonical arguments and string slots (decoded by src/ktrail/decode/):
  *   io_uring  opcode, fd, user_data, request flags, open flags, dirfd
@@ -20,8 +21,7 @@
 /* Opcodes reported, one bit each (set by the loader). */
 const volatile __u64 kt_uring_ops = 0;
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
+static __always_inline int uring_submit(struct io_kiocb *req)
 {
 	__u8 op = BPF_CORE_READ(req, opcode);
 	struct kt_sys_event *e;
@@ -71,4 +71,17 @@ int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
 	}
 	sys_submit(e, KT_EVENT_IO_URING, off);
 	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(kt_uring_submit, struct io_kiocb *req)
+{
+	return uring_submit(req);
+}
+
+/* Linux 6.0-6.3 (Debian 12's 6.1): same request, older name. */
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(kt_uring_submit_sqe, struct io_kiocb *req, bool force_nonblock)
+{
+	return uring_submit(req);
 }

@@ -17,6 +17,9 @@ class Hook:
     mechanism: str           # a name from features.MECHANISMS
     programs: tuple[str, ...]
     target: str              # what it attaches to, for reports
+    # "category/name" of a tracepoint that must exist for this hook: names
+    # change between kernel versions.
+    tracepoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,13 @@ CATALOG: dict[str, EventSpec] = {
         EventSpec(
             "io_uring",
             EventType.IO_URING,
-            choices=(Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req"),),
+            choices=(
+                Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req",
+                     tracepoint="io_uring/io_uring_submit_req"),
+                # Its name before Linux 6.4 (Debian 12's 6.1).
+                Hook("tp_btf", ("kt_uring_submit_sqe",), "io_uring:io_uring_submit_sqe",
+                     tracepoint="io_uring/io_uring_submit_sqe"),
+            ),
             description=SPECS[EventType.IO_URING].description,
         ),
         # Not a BPF hook: the kernel's uevent netlink broadcast.

@@ -179,6 +179,12 @@ def has_syscall_tracepoint(name: str) -> bool:
     return os.path.isdir(os.path.join(TRACEFS, "events", "syscalls", f"sys_enter_{name}"))
 
 
+def has_tracepoint(name: str) -> bool:
+    """Whether the tracepoint "category/name" exists on this kernel."""
+    ensure_tracefs()
+    return os.path.isdir(os.path.join(TRACEFS, "events", name))
+
+
 def has_btf() -> bool:
     return os.path.exists("/sys/kernel/btf/vmlinux")
 

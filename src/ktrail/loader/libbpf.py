@@ -32,6 +32,27 @@ class BPFError(OSError):
         self.log = log
 
 
+def log_excerpt(log: str, limit: int = 40) -> str:
+    """The part of libbpf's log that explains a failure.
+
+    libbpf logs every relocation of every program at debug level; a load
+    failure wants the verifier's report and libbpf's error lines only. Of a
+    long verifier report the end matters (where it gave up).
+    """
+    keep: list[str] = []
+    in_verifier = False
+    for line in log.splitlines():
+        if "BEGIN PROG LOAD LOG" in line:
+            in_verifier = True
+        if in_verifier or "fail" in line or "error" in line.lower():
+            keep.append(line)
+        if "END PROG LOAD LOG" in line:
+            in_verifier = False
+    if len(keep) > limit:
+        keep = [*keep[:4], f"... ({len(keep) - limit + 4} lines left out)", *keep[-(limit - 4):]]
+    return "\n".join(keep)
+
+
 class LibbpfMissing(RuntimeError):
     pass
 

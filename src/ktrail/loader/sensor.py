@@ -102,7 +102,8 @@ def _syscall_hooks(name: str, syscalls: tuple[str, ...], plan: Plan,
 
 def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
               has_syscall: Callable[[str], bool] = features.has_syscall_tracepoint,
-              raw_fallback: bool = False) -> Plan:
+              raw_fallback: bool = False,
+              has_tracepoint: Callable[[str], bool] = features.has_tracepoint) -> Plan:
     plan = Plan()
     for name in sorted(events):
         spec = CATALOG[name]
@@ -117,15 +118,25 @@ def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
                 plan.unavailable[name] = "; ".join(plan.skipped[name])
             continue
         chosen: list[Hook] = []
+        no_mechanism = False
         for hook in spec.choices:
-            if has(hook.mechanism):
+            if not has(hook.mechanism):
+                why = f"{hook.mechanism} unavailable"
+                no_mechanism = True
+            elif hook.tracepoint and not has_tracepoint(hook.tracepoint):
+                why = f"no tracepoint {hook.tracepoint} on this kernel"
+            else:
                 chosen.append(hook)
                 break
-            plan.skipped.setdefault(name, []).append(f"{hook.mechanism} unavailable")
+            plan.skipped.setdefault(name, []).append(why)
         else:
-            plan.missing[name] = "no usable hook: " + ", ".join(
-                h.mechanism for h in spec.choices
-            ) + " all unavailable"
+            why = "; ".join(plan.skipped[name])
+            if no_mechanism:
+                plan.missing[name] = "no usable hook: " + why
+            else:
+                # The kernel lacks what the type watches (io_uring compiled
+                # out, say): nothing to record, so leave it out and say so.
+                plan.unavailable[name] = why
             continue
         for hook in spec.always:
             if has(hook.mechanism):
@@ -227,8 +238,9 @@ class Sensor:
             self._ncpus = libbpf.num_possible_cpus()
         except libbpf.BPFError as e:
             self.close()
-            detail = f"\n{e.log.strip()}" if e.log.strip() else ""
-            raise SensorError(f"{e.what}: {e.strerror}{detail}") from e
+            excerpt = libbpf.log_excerpt(e.log)
+            detail = f"\n{excerpt}" if excerpt else ""
+            raise SensorError(f"{e.strerror}{detail}") from e
 
     @property
     def attached(self) -> list[str]:
