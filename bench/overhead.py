@@ -1,6 +1,11 @@
 """Syscall overhead of ktrail profiles, measured against no tracing.
 
-    sudo .venv/bin/python bench/overhead.py [--runs 5]
+    sudo .venv/bin/python bench/overhead.py [--runs 5] [--scale 1] [--configs A,B]
+
+On another kernel (Debian 12's 6.1 under qemu, where fentry works; CPU-bound
+work there is 10-20x slower, hence --scale):
+
+    tests/vm/boot.sh --share bench/results -- .venv/bin/python bench/overhead.py --scale 0.1
 
 Builds the C workloads, then runs every (workload, configuration) pair
 interleaved (A B C A B C ...) so drift hits all configurations alike, and
@@ -24,12 +29,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WORKLOADS = {
     "getppid x5M (unwatched)": (["getppid", "5000000"], 5_000_000),
-    "open+close x1M (watched, filtered in kernel)": (["open_close", "1000000"], 2_000_000),
+    "open+close x1M (watched, filtered in kernel)": (
+        ["open_close", "1000000", "/tmp/ktrail-bench-open"], 2_000_000),
     "fork+exec x2k": (["fork_exec", "2000"], None),
 }
 CONFIGS = {
     "no tracing": None,
     "ktrail default": ["--profile", "default"],
+    # What the default profile costs where the kernel has no fentry.
+    "ktrail default (tracepoints only)": ["--profile", "default", "--syscall-hooks", "tracepoint"],
     "ktrail full": ["--profile", "full"],
 }
 
@@ -58,22 +66,39 @@ def timed(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every workload's iterations (0.1 under emulation)")
+    ap.add_argument("--configs", help="comma-separated configurations to run "
+                    f"(default: all): {', '.join(CONFIGS)}")
     args = ap.parse_args()
+    configs = dict(CONFIGS)
+    if args.configs:
+        wanted = ["no tracing", *(c.strip() for c in args.configs.split(","))]
+        unknown = [c for c in wanted if c not in CONFIGS]
+        if unknown:
+            ap.error(f"unknown configuration(s): {', '.join(unknown)}")
+        configs = {c: CONFIGS[c] for c in dict.fromkeys(wanted)}
+    workloads = {w: ([cmd[0], str(max(1, int(int(cmd[1]) * args.scale))), *cmd[2:]],
+                     int(n * args.scale) if n else None)
+                 for w, (cmd, n) in WORKLOADS.items()}
     subprocess.run(["make", "-s", "-C", str(HERE / "workloads")], check=True)
-    results: dict[str, dict[str, list[float]]] = {w: {c: [] for c in CONFIGS} for w in WORKLOADS}
+    Path("/tmp/ktrail-bench-open").write_text("x\n")
+    results: dict[str, dict[str, list[float]]] = {w: {c: [] for c in configs} for w in workloads}
     for _ in range(args.runs):
-        for cname, cargs in CONFIGS.items():
+        for cname, cargs in configs.items():
             sensor = start_sensor(cargs) if cargs is not None else None
             try:
-                for wname, (cmd, _) in WORKLOADS.items():
+                for wname, (cmd, _) in workloads.items():
                     results[wname][cname].append(
                         timed([str(HERE / "workloads" / cmd[0]), *cmd[1:]]))
+                    print(f"bench: {cname}: {wname}: {results[wname][cname][-1]:.3f} s",
+                          file=sys.stderr, flush=True)
             finally:
                 if sensor is not None:
                     sensor.terminate()
                     sensor.wait(timeout=60)
     rows = []
-    for wname, (_, nsys) in WORKLOADS.items():
+    for wname, (_, nsys) in workloads.items():
         base = statistics.median(results[wname]["no tracing"])
         for cname, times in results[wname].items():
             med = statistics.median(times)
@@ -85,9 +110,10 @@ def main() -> None:
             })
     out = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "kernel": platform.release(), "cpus": os.cpu_count(), "runs": args.runs, "rows": rows,
+        "kernel": platform.release(), "cpus": os.cpu_count(), "runs": args.runs,
+        "scale": args.scale, "rows": rows,
     }
-    stamp = datetime.date.today().isoformat()
+    stamp = f"{datetime.date.today().isoformat()}-{platform.release()}"
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"overhead-{stamp}.json").write_text(json.dumps(out, indent=2) + "\n")
     table = ["| workload | config | median s | spread (min-max) | ratio | ns added/syscall |",

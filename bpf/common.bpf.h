@@ -13,6 +13,15 @@
 #include <bpf/bpf_endian.h>
 #include "ktrail.h"
 
+/* The prefix of syscall entry functions (fentry/fexit targets). */
+#if defined(__TARGET_ARCH_x86)
+#define KT_SYS_FN "__x64_sys_"
+#elif defined(__TARGET_ARCH_arm64)
+#define KT_SYS_FN "__arm64_sys_"
+#else
+#error "KT_SYS_FN: the prefix of syscall entry functions on this architecture"
+#endif
+
 /* Set by the loader before load (libbpf rodata), never by rewriting source. */
 const volatile bool kt_trace_threads = false;
 /* Force a reader wakeup once this many bytes wait in the ring; below it,

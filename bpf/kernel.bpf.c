@@ -60,12 +60,11 @@ static __always_inline bool bpf_reported(long cmd)
 	       cmd == KT_BPF_RAW_TRACEPOINT_OPEN || cmd == KT_BPF_LINK_CREATE;
 }
 
-SEC("tracepoint/syscalls/sys_enter_bpf")
-int kt_enter_bpf(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(bpf, 3)
 {
-	if (!bpf_reported(ctx->args[0]))
+	if (!bpf_reported(args[0]))
 		return 0;
-	return sys_enter(ctx, 3);
+	return sys_save(args, 3);
 }
 
 SYS_EXIT(bpf)

@@ -169,12 +169,11 @@ static __always_inline void dns_submit(struct kt_sys_event *e, long fd, const vo
 	sys_submit(e, KT_EVENT_DNS, off);
 }
 
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int kt_enter_sendto(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(sendto, 6)
 {
-	if (!dns_send(ctx->args[0], (const void *)ctx->args[4]))
+	if (!dns_send(args[0], (const void *)args[4]))
 		return 0;
-	return sys_enter(ctx, 6);
+	return sys_save(args, 6);
 }
 
 SYS_EXIT(sendto)
@@ -204,15 +203,14 @@ static __always_inline void dns_msg(struct kt_sys_event *e, long fd, struct user
 	dns_submit(e, fd, m->msg_name, m->msg_namelen, iov.iov_base, iov.iov_len);
 }
 
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int kt_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(sendmsg, 3)
 {
 	struct user_msghdr m = {};
 
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) ||
-	    !msghdr_dns(ctx->args[0], &m))
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]) ||
+	    !msghdr_dns(args[0], &m))
 		return 0;
-	return sys_enter(ctx, 3);
+	return sys_save(args, 3);
 }
 
 SYS_EXIT(sendmsg)
@@ -232,15 +230,14 @@ struct kt_mmsghdr {
 	unsigned int msg_len;
 };
 
-SEC("tracepoint/syscalls/sys_enter_sendmmsg")
-int kt_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(sendmmsg, 4)
 {
 	struct user_msghdr m = {};
 
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) ||
-	    !msghdr_dns(ctx->args[0], &m))
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)args[1]) ||
+	    !msghdr_dns(args[0], &m))
 		return 0;
-	return sys_enter(ctx, 4);
+	return sys_save(args, 4);
 }
 
 SYS_EXIT(sendmmsg)

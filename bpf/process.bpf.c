@@ -222,28 +222,57 @@ out:
 	return 0;
 }
 
+/* Failed execs: the syscall's entry keeps filename and argv, its exit
+ * reports a failure. Tracepoints, or fentry/fexit where the kernel allows
+ * (see SYS_ENTER_FN in syscall.bpf.h for why). */
 SEC("tracepoint/syscalls/sys_enter_execve")
-int kt_execve_enter(struct trace_event_raw_sys_enter *ctx)
+int kt_enter_execve(struct trace_event_raw_sys_enter *ctx)
 {
 	return exec_enter((const char *)ctx->args[0], (const char *const *)ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execve")
-int kt_execve_exit(struct trace_event_raw_sys_exit *ctx)
+int kt_exit_execve(struct trace_event_raw_sys_exit *ctx)
 {
 	return exec_exit(ctx->ret);
 }
 
 SEC("tracepoint/syscalls/sys_enter_execveat")
-int kt_execveat_enter(struct trace_event_raw_sys_enter *ctx)
+int kt_enter_execveat(struct trace_event_raw_sys_enter *ctx)
 {
 	return exec_enter((const char *)ctx->args[1], (const char *const *)ctx->args[2]);
 }
 
 SEC("tracepoint/syscalls/sys_exit_execveat")
-int kt_execveat_exit(struct trace_event_raw_sys_exit *ctx)
+int kt_exit_execveat(struct trace_event_raw_sys_exit *ctx)
 {
 	return exec_exit(ctx->ret);
+}
+
+SEC("fentry/" KT_SYS_FN "execve")
+int BPF_PROG(kt_fentry_execve, struct pt_regs *regs)
+{
+	return exec_enter((const char *)PT_REGS_PARM1_CORE_SYSCALL(regs),
+			  (const char *const *)PT_REGS_PARM2_CORE_SYSCALL(regs));
+}
+
+SEC("fexit/" KT_SYS_FN "execve")
+int BPF_PROG(kt_fexit_execve, struct pt_regs *regs, long ret)
+{
+	return exec_exit(ret);
+}
+
+SEC("fentry/" KT_SYS_FN "execveat")
+int BPF_PROG(kt_fentry_execveat, struct pt_regs *regs)
+{
+	return exec_enter((const char *)PT_REGS_PARM2_CORE_SYSCALL(regs),
+			  (const char *const *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+}
+
+SEC("fexit/" KT_SYS_FN "execveat")
+int BPF_PROG(kt_fexit_execveat, struct pt_regs *regs, long ret)
+{
+	return exec_exit(ret);
 }
 
 /* --- fork --- */

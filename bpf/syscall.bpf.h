@@ -113,31 +113,75 @@ static __always_inline struct kt_sys_event *sys_scratch(void)
 	return bpf_map_lookup_elem(&kt_sys_scratch, &zero);
 }
 
-/* Copies the first `n` arguments only: the kernel refuses to attach a
- * program that reads past the tracepoint's own fields (max_ctx_offset), and
- * each sys_enter_X has as many as X takes. `n` is a constant per program. */
-static __always_inline int sys_enter(struct trace_event_raw_sys_enter *ctx, const int n)
+/* Keeps the first `n` arguments for the exit. `n` is a constant per
+ * program: each sys_enter_X tracepoint has as many as X takes. */
+static __always_inline int sys_save(const unsigned long *args, const int n)
 {
 	struct sys_args *a = args_slot(true);
 
 	if (!a)
 		return 0;
 	if (n > 0)
-		a->args[0] = ctx->args[0];
+		a->args[0] = args[0];
 	if (n > 1)
-		a->args[1] = ctx->args[1];
+		a->args[1] = args[1];
 	if (n > 2)
-		a->args[2] = ctx->args[2];
+		a->args[2] = args[2];
 	if (n > 3)
-		a->args[3] = ctx->args[3];
+		a->args[3] = args[3];
 	if (n > 4)
-		a->args[4] = ctx->args[4];
+		a->args[4] = args[4];
 	if (n > 5)
-		a->args[5] = ctx->args[5];
+		a->args[5] = args[5];
 	a->euid = current_euid();
 	a->_pad = 0;
 	a->valid = 1;
 	return 0;
+}
+
+/* The arguments of a syscall from its sys_enter_X tracepoint. Copied out
+ * one by one: the verifier refuses loads through a ctx pointer moved to
+ * ctx->args, and any read past the tracepoint's own fields. */
+static __always_inline void tp_args(struct trace_event_raw_sys_enter *ctx, unsigned long *args,
+				    const int n)
+{
+	if (n > 0)
+		args[0] = ctx->args[0];
+	if (n > 1)
+		args[1] = ctx->args[1];
+	if (n > 2)
+		args[2] = ctx->args[2];
+	if (n > 3)
+		args[3] = ctx->args[3];
+	if (n > 4)
+		args[4] = ctx->args[4];
+	if (n > 5)
+		args[5] = ctx->args[5];
+}
+
+/* libbpf 1.1 has no PT_REGS_PARM6_CORE_SYSCALL. */
+#if defined(__TARGET_ARCH_x86)
+#define KT_SYSCALL_PARM6(regs) BPF_CORE_READ(regs, r9)
+#elif defined(__TARGET_ARCH_arm64)
+#define KT_SYSCALL_PARM6(regs) BPF_CORE_READ(regs, regs[5])
+#endif
+
+/* The arguments of a syscall from the user registers its entry function
+ * gets (fentry/fexit hooks). */
+static __always_inline void regs_args(struct pt_regs *regs, unsigned long *args, const int n)
+{
+	if (n > 0)
+		args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (n > 1)
+		args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	if (n > 2)
+		args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	if (n > 3)
+		args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	if (n > 4)
+		args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	if (n > 5)
+		args[5] = KT_SYSCALL_PARM6(regs);
 }
 
 /* Everything of a record but its header and arguments: result, syscall, and
@@ -455,25 +499,64 @@ static __always_inline __u64 put_path_at(struct kt_sys_event *e, int slot, __u64
 	return put_base(e, slot + 1, off, dirfd, path);
 }
 
-#define SYS_ENTER(name, nargs)                                                           \
+/*
+ * Every traced syscall gets two pairs of programs; the loader attaches one:
+ *   kt_enter_X/kt_exit_X    the syscalls:sys_{enter,exit}_X tracepoints;
+ *   kt_fentry_X/kt_fexit_X  fentry/fexit on the syscall's entry function.
+ * Enabling any syscall tracepoint puts every syscall of every task on the
+ * kernel's slow entry path (tens of ns each, watched or not); a BPF
+ * trampoline costs only the function it is attached to. So fentry is used
+ * where the kernel allows it, and the tracepoints are the fallback.
+ */
+/* Defines the entry programs of syscall `name` (taking `nargs` arguments);
+ * the body that follows gets `args` and returns sys_save(args, n) to keep
+ * them, or 0 to let the call go untraced (filters decided at entry). */
+#define SYS_ENTER_FN(name, nargs)                                                        \
+	static __always_inline int enter_##name(const unsigned long *args);                      \
 	SEC("tracepoint/syscalls/sys_enter_" #name)                                      \
 	int kt_enter_##name(struct trace_event_raw_sys_enter *ctx)                       \
 	{                                                                                \
-		return sys_enter(ctx, nargs);                                            \
+		unsigned long args[6] = {};                                              \
+		tp_args(ctx, args, nargs);                                               \
+		return enter_##name(args);                                               \
+	}                                                                                \
+	SEC("fentry/" KT_SYS_FN #name)                                                   \
+	int BPF_PROG(kt_fentry_##name, struct pt_regs *regs)                             \
+	{                                                                                \
+		unsigned long args[6] = {};                                              \
+		regs_args(regs, args, nargs);                                            \
+		return enter_##name(args);                                               \
+	}                                                                                \
+	static __always_inline int enter_##name(const unsigned long *args)
+
+/* Entry programs that keep the arguments unconditionally. */
+#define SYS_ENTER(name, nargs)                                                           \
+	SYS_ENTER_FN(name, nargs)                                                        \
+	{                                                                                \
+		return sys_save(args, nargs);                                            \
 	}
 
-/* Defines the exit program of syscall `name`; the body that follows gets
+/* Defines the exit programs of syscall `name`; the body that follows gets
  * `e` (arguments as passed, in e->args, and e->syscall set) and `ret`, and
  * returns after submitting or not. */
 #define SYS_EXIT(name)                                                                   \
 	static __always_inline int exit_##name(struct kt_sys_event *e, long ret);       \
+	static __always_inline int exit_begin_##name(long ret)                           \
+	{                                                                                \
+		struct kt_sys_event *e = sys_begin(ret, KT_SC_##name);                   \
+		if (!e)                                                                  \
+			return 0;                                                        \
+		return exit_##name(e, ret);                                              \
+	}                                                                                \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                       \
 	int kt_exit_##name(struct trace_event_raw_sys_exit *ctx)                         \
 	{                                                                                \
-		struct kt_sys_event *e = sys_begin(ctx->ret, KT_SC_##name);              \
-		if (!e)                                                                  \
-			return 0;                                                        \
-		return exit_##name(e, ctx->ret);                                         \
+		return exit_begin_##name(ctx->ret);                                      \
+	}                                                                                \
+	SEC("fexit/" KT_SYS_FN #name)                                                    \
+	int BPF_PROG(kt_fexit_##name, struct pt_regs *regs, long ret)                    \
+	{                                                                                \
+		return exit_begin_##name(ret);                                           \
 	}                                                                                \
 	static __always_inline int exit_##name(struct kt_sys_event *e, long ret)
 

@@ -35,18 +35,17 @@ SYSCALL(setsid, 0)
 
 /* prctl: only PR_SET_NAME (process name masquerading) keeps state; the old
  * name is taken at entry, since at exit the task already has the new one. */
-SEC("tracepoint/syscalls/sys_enter_prctl")
-int kt_enter_prctl(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(prctl, 2)
 {
 	struct sys_args *a;
 
-	if (ctx->args[0] != KT_PR_SET_NAME)
+	if (args[0] != KT_PR_SET_NAME)
 		return 0;
 	a = args_slot(true);
 	if (!a)
 		return 0;
 	a->args[0] = KT_PR_SET_NAME;
-	a->args[1] = ctx->args[1];
+	a->args[1] = args[1];
 	bpf_get_current_comm(&a->args[2], 16); /* args[2..3]: the old name */
 	a->args[4] = a->args[5] = 0;
 	a->euid = current_euid();
@@ -104,12 +103,11 @@ static __always_inline bool ptrace_reported(long request)
 }
 
 /* Filtered at entry: debuggers issue PEEKs by the thousand. */
-SEC("tracepoint/syscalls/sys_enter_ptrace")
-int kt_enter_ptrace(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(ptrace, 4)
 {
-	if (!ptrace_reported(ctx->args[0]))
+	if (!ptrace_reported(args[0]))
 		return 0;
-	return sys_enter(ctx, 4);
+	return sys_save(args, 4);
 }
 
 SYS_EXIT(ptrace)
@@ -130,12 +128,11 @@ SYSCALL(memfd_create, 2)
 
 /* Executable anonymous memory: what shellcode loaders and fileless payloads
  * need (and JIT compilers do, hence verbose only). */
-SEC("tracepoint/syscalls/sys_enter_mmap")
-int kt_enter_mmap(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(mmap, 6)
 {
-	if (!(ctx->args[2] & KT_PROT_EXEC) || !(ctx->args[3] & KT_MAP_ANONYMOUS))
+	if (!(args[2] & KT_PROT_EXEC) || !(args[3] & KT_MAP_ANONYMOUS))
 		return 0;
-	return sys_enter(ctx, 6);
+	return sys_save(args, 6);
 }
 
 SYS_EXIT(mmap)
@@ -147,12 +144,11 @@ SYS_EXIT(mmap)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_mprotect")
-int kt_enter_mprotect(struct trace_event_raw_sys_enter *ctx)
+SYS_ENTER_FN(mprotect, 3)
 {
-	if (!(ctx->args[2] & KT_PROT_EXEC))
+	if (!(args[2] & KT_PROT_EXEC))
 		return 0;
-	return sys_enter(ctx, 3);
+	return sys_save(args, 3);
 }
 
 SYS_EXIT(mprotect)

@@ -54,3 +54,32 @@ def test_log_excerpt_keeps_the_failure_not_the_relocation_chatter():
     assert text.splitlines()[0].endswith("'foo': -3")
     assert "R1 invalid mem access" in text and "lines left out" in text
     assert len(text.splitlines()) <= 41
+
+
+def test_syscalls_use_fentry_where_the_kernel_allows():
+    p = make_plan(frozenset({"rename", "exec"}), has=lambda m: m in ALL | {"fentry"},
+                  has_syscall=lambda sc: True, has_tracepoint=lambda tp: True,
+                  has_function=lambda sc: sc != "renameat2")
+    fentry, tracepoint = p.hooks["rename"]
+    assert fentry.mechanism == "fentry"
+    assert fentry.programs == ("kt_fentry_rename", "kt_fexit_rename",
+                               "kt_fentry_renameat", "kt_fexit_renameat")
+    assert tracepoint.mechanism == "tracepoint"
+    assert tracepoint.programs == ("kt_enter_renameat2", "kt_exit_renameat2")
+    # exec: the lifecycle hook plus its syscalls, for failed attempts
+    assert [h.mechanism for h in p.hooks["exec"]] == ["tp_btf", "fentry"]
+    assert p.hooks["exec"][1].programs == ("kt_fentry_execve", "kt_fexit_execve",
+                                           "kt_fentry_execveat", "kt_fexit_execveat")
+
+
+def test_tracepoint_only_when_asked():
+    p = make_plan(frozenset({"rename"}), has=lambda m: m in ALL | {"fentry"},
+                  has_syscall=lambda sc: True, has_function=lambda sc: True,
+                  syscall_hooks="tracepoint")
+    assert [h.mechanism for h in p.hooks["rename"]] == ["tracepoint"]
+
+
+def test_failed_execs_unhooked_are_a_note_not_an_error():
+    p = plan({"exec"}, syscalls=lambda sc: False)
+    assert [h.mechanism for h in p.hooks["exec"]] == ["tp_btf"]
+    assert any("failed attempts are not seen" in n for n in p.skipped["exec"])

@@ -4,7 +4,10 @@
 # read-only (with a throw-away overlay for writes), so the command can use
 # the project's venv and BPF objects as they are.
 #
-#   tests/vm/boot.sh [--kernel 6.1.0-50-amd64] -- COMMAND [ARGS...]
+#   tests/vm/boot.sh [--kernel 6.1.0-50-amd64] [--share DIR] -- COMMAND [ARGS...]
+#
+# --share DIR makes the host's DIR writable at the same path in the VM (for
+# results to outlive it); --timeout S (default 3600) stops a VM that hangs.
 #
 # Exits with the command's exit code. Needs qemu-system-x86 and
 # busybox-static (installed when missing) and downloads the kernel package
@@ -15,12 +18,17 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kernel=6.1.0-50-amd64
 mem=2048
+share=
+limit=3600
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel) kernel=$2; shift 2 ;;
         --mem) mem=$2; shift 2 ;;
+        --share) share=$(cd "$2" && pwd); shift 2 ;;
+        --timeout) limit=$2; shift 2 ;;
         --) shift; break ;;
-        *) echo "boot.sh: unknown option '$1' (--kernel VERSION, --mem MB, -- COMMAND)" >&2; exit 2 ;;
+        *) echo "boot.sh: unknown option '$1' (--kernel VERSION, --mem MB, --share DIR, --timeout S, -- COMMAND)" >&2
+           exit 2 ;;
     esac
 done
 [ $# -gt 0 ] || { echo "boot.sh: no command given (boot.sh -- COMMAND ...)" >&2; exit 2; }
@@ -36,42 +44,54 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# Kernel and initramfs, built once per kernel version.
-if [ ! -f "$cache/initrd.img" ]; then
-    rm -rf "$cache" && mkdir -p "$cache/pkg" "$cache/initrd/bin"
-    (cd "$cache" && apt-get download -q -o APT::Sandbox::User=root "linux-image-$kernel-unsigned" >/dev/null)
+# The kernel, once per version; the initramfs again whenever init changes.
+if [ ! -f "$cache/vmlinuz" ] || [ ! -d "$cache/lib/modules/$kernel" ]; then
+    rm -rf "$cache" && mkdir -p "$cache/pkg" "$cache/lib/modules"
+    (cd "$cache" && apt-get download -q -o APT::Sandbox::User=root \
+        "linux-image-$kernel-unsigned" >/dev/null)
     dpkg-deb -x "$cache"/linux-image-*.deb "$cache/pkg"
-    cp "$cache/pkg/boot/vmlinuz-$kernel" "$cache/vmlinuz"
     depmod -b "$cache/pkg" "$kernel"
-    mkdir -p "$cache/initrd/lib/modules" "$cache/initrd"/{proc,sys,dev}
-    cp -a "$cache/pkg/lib/modules/$kernel" "$cache/initrd/lib/modules/"
+    cp -a "$cache/pkg/lib/modules/$kernel" "$cache/lib/modules/"
     # Only the modules the init needs: the image stays small and boots fast.
-    find "$cache/initrd/lib/modules/$kernel/kernel" -name '*.ko*' \
+    find "$cache/lib/modules/$kernel/kernel" -name '*.ko*' \
         ! -path '*/virtio/*' ! -path '*/9p/*' ! -path '*/netfs/*' \
         ! -path '*/fscache/*' ! -path '*/overlayfs/*' -delete
-    cp /bin/busybox "$cache/initrd/bin/busybox"
-    cp "$here/init" "$cache/initrd/init"
-    chmod +x "$cache/initrd/init"
-    (cd "$cache/initrd" && find . | cpio -o -H newc --quiet | gzip -1) > "$cache/initrd.img.tmp"
-    mv "$cache/initrd.img.tmp" "$cache/initrd.img"
+    cp "$cache/pkg/boot/vmlinuz-$kernel" "$cache/vmlinuz.tmp"
     rm -rf "$cache/pkg" "$cache"/linux-image-*.deb
+    mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+fi
+initrd=$cache/initrd-$(sha256sum "$here/init" | cut -c1-12).img
+if [ ! -f "$initrd" ]; then
+    tree=$(mktemp -d)
+    mkdir -p "$tree/bin" "$tree/lib" "$tree"/{proc,sys,dev}
+    cp -a "$cache/lib/modules" "$tree/lib/"
+    cp /bin/busybox "$tree/bin/busybox"
+    install -m 755 "$here/init" "$tree/init"
+    (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > "$initrd.tmp"
+    rm -rf "$tree" && mv "$initrd.tmp" "$initrd"
 fi
 
 out=$(mktemp -d /tmp/ktrail-vm.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 printf '%s\n' "$PWD" > "$out/cwd"
+share_dev=()
+if [ -n "$share" ]; then
+    printf '%s\n' "$share" > "$out/share"
+    share_dev=(-fsdev "local,id=share,path=$share,security_model=none"
+               -device virtio-9p-pci,fsdev=share,mount_tag=share)
+fi
 { printf 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n'
   printf '%q ' "$@"; printf '\n'; } > "$out/cmd"
 
-qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$mem" -nographic -no-reboot \
+timeout "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$mem" -nographic -no-reboot \
     -bios /usr/share/qemu/qboot.rom -nic none \
-    -kernel "$cache/vmlinuz" -initrd "$cache/initrd.img" \
+    -kernel "$cache/vmlinuz" -initrd "$initrd" \
     -append "console=ttyS0 quiet panic=-1 init=/init" \
     -fsdev local,id=host,path=/,security_model=none,readonly=on,multidevs=remap \
     -device virtio-9p-pci,fsdev=host,mount_tag=host \
     -fsdev local,id=out,path="$out",security_model=none \
-    -device virtio-9p-pci,fsdev=out,mount_tag=out \
-    -serial mon:stdio -display none </dev/null | tr -d '\r'
+    -device virtio-9p-pci,fsdev=out,mount_tag=out "${share_dev[@]}" \
+    -serial mon:stdio -display none </dev/null | sed -u 's/\r$//'
 
-[ -f "$out/rc" ] || { echo "boot.sh: the VM stopped without an exit code" >&2; exit 3; }
+[ -f "$out/rc" ] || { echo "boot.sh: the VM stopped without an exit code (or ran past --timeout $limit s)" >&2; exit 3; }
 exit "$(cat "$out/rc")"

@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 import time
+from collections import Counter
 
 from ktrail.cli.errors import CliError, parse_size
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
@@ -64,6 +65,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="kernel ring buffer size, rounded up to a power of two (default: 8M)")
     p.add_argument("--reader", choices=tuple(READERS), default="mmap",
                    help="ring reader: mmap (batch decode) or libbpf (poll loop fallback)")
+    p.add_argument("--syscall-hooks", choices=("auto", "tracepoint"), default="auto",
+                   help="how syscalls are hooked: auto = fentry/fexit where the kernel allows "
+                        "(costs only the hooked syscalls), else tracepoints (any enabled "
+                        "syscall tracepoint slows every syscall); tracepoint = tracepoints only "
+                        "(default: auto)")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
                    help="emit a stats record this often; 0 = only at exit (default: 60)")
     p.add_argument("--max-procs", type=int, default=65536, metavar="N",
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             watch_paths=DEFAULT_WATCH + config.watch + tuple(args.watch),
             open_writes=profile.open_writes, ptrace_all=profile.ptrace_all,
             raw_fallback=profile.raw_fallback, uring_all=profile.uring_all,
-            ignore=config.ignore,
+            ignore=config.ignore, syscall_hooks=args.syscall_hooks,
         ))
         sensor.start()
     except SensorError as e:
@@ -155,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
         plan = sensor.plan
+        mechanisms = Counter(h.mechanism for hooks in plan.hooks.values() for h in hooks)
         print(f"ktrail: tracing {len(plan.hooks)} event types ({', '.join(sorted(plan.hooks))})"
-              f" with {len(sensor.attached)} programs; ring {sensor.ring_bytes >> 10} KiB, "
+              f" with {len(sensor.attached)} programs "
+              f"({', '.join(f'{m} {n}' for m, n in sorted(mechanisms.items()))} hooks); "
+              f"ring {sensor.ring_bytes >> 10} KiB, "
               f"{args.reader} reader; {seeded} processes from /proc; ready in "
               f"{(time.monotonic() - t0) * 1000:.0f} ms ('ktrail doctor' shows the hooks)",
               file=sys.stderr, flush=True)

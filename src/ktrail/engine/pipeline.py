@@ -134,13 +134,15 @@ class Pipeline:
                     next_stats = now + opts.stats_interval
                     self._emit_stats()
         finally:
-            # Flush what the kernel already handed over, then account for it all.
+            # Flush what the kernel already handed over, then account for it all:
+            # a loss in the last moments is warned about like any other.
             self.drain()
+            self._check_loss(emit=False)
             final = self._emit_stats(final=True)
             self.target.flush()
         return final
 
-    def _check_loss(self) -> None:
+    def _check_loss(self, emit: bool = True) -> None:
         ks = self.sensor.kernel_stats()
         if ks.dropped_total > self._reported_drops:
             new = ks.dropped_total - self._reported_drops
@@ -151,7 +153,8 @@ class Pipeline:
                 file=self.warn,
                 flush=True,
             )
-            self._emit_stats(ks=ks)
+            if emit:
+                self._emit_stats(ks=ks)
 
     def stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:
         ks = ks or self.sensor.kernel_stats()

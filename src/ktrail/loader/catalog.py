@@ -27,10 +27,10 @@ class EventSpec:
     name: str
     type: EventType
     choices: tuple[Hook, ...] = ()   # alternatives, best first: exactly one is used
-    always: tuple[Hook, ...] = ()    # needed in addition, whichever choice wins
     description: str = ""
-    # Syscall events: the syscalls whose enter/exit tracepoints produce it.
-    # Each is attached when this kernel has its tracepoint.
+    # The syscalls whose entry and exit produce it (or, for exec, its
+    # failures). Each is hooked by fentry/fexit on its entry function where
+    # the kernel allows, else by its syscalls:sys_{enter,exit}_X tracepoints.
     syscalls: tuple[str, ...] = ()
 
 
@@ -44,8 +44,10 @@ RAW_FALLBACK: dict[str, dict[str, int]] = {
 RAW_PROGRAMS = ("kt_raw_sys_enter", "kt_raw_sys_exit")
 
 
-def syscall_programs(name: str) -> tuple[str, str]:
+def syscall_programs(name: str, mechanism: str = "tracepoint") -> tuple[str, str]:
     """The enter and exit programs of a syscall (see bpf/syscall.bpf.h)."""
+    if mechanism == "fentry":
+        return f"kt_fentry_{name}", f"kt_fexit_{name}"
     return f"kt_enter_{name}", f"kt_exit_{name}"
 
 
@@ -96,13 +98,7 @@ CATALOG: dict[str, EventSpec] = {
                 Hook("tp_btf", ("kt_exec_btf",), "sched_process_exec"),
                 Hook("raw_tp", ("kt_exec_raw",), "sched_process_exec"),
             ),
-            always=(
-                Hook(
-                    "tracepoint",
-                    ("kt_execve_enter", "kt_execve_exit", "kt_execveat_enter", "kt_execveat_exit"),
-                    "syscalls:sys_{enter,exit}_execve{,at} (failed execs)",
-                ),
-            ),
+            syscalls=("execve", "execveat"),  # failed attempts
             description="program execution, including failed attempts",
         ),
         EventSpec(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ktrail.bpf import object_path
+from ktrail.decode.schema import Syscall
 from ktrail.loader import libbpf
 
 MECHANISMS = ("tracepoint", "raw_tp", "tp_btf", "kprobe", "fentry", "lsm", "uprobe", "ringbuf",
@@ -183,6 +184,34 @@ def has_tracepoint(name: str) -> bool:
     """Whether the tracepoint "category/name" exists on this kernel."""
     ensure_tracefs()
     return os.path.isdir(os.path.join(TRACEFS, "events", name))
+
+
+# Syscall entry functions, the fentry/fexit targets (bpf/common.bpf.h KT_SYS_FN).
+SYSCALL_FUNCTION_PREFIX = {"x86_64": "__x64_sys_", "aarch64": "__arm64_sys_"}
+
+
+@functools.cache
+def syscall_functions() -> dict[str, str]:
+    """Syscall name -> the kernel function fentry/fexit attach to, for the
+    syscalls whose function the kernel's BTF describes. A syscall without
+    arguments has an entry function that is an alias of __do_sys_X, and
+    BTF only names the latter."""
+    prefix = SYSCALL_FUNCTION_PREFIX.get(platform.machine())
+    if prefix is None or not has_btf():
+        return {}
+    syscalls = (*Syscall.__members__, "execve", "execveat")
+    candidates = {sc: (prefix + sc, "__do_sys_" + sc) for sc in syscalls}
+    try:
+        found = libbpf.kernel_functions([f for fs in candidates.values() for f in fs])
+    except libbpf.BPFError:
+        return {}
+    return {sc: next(f for f in fs if f in found)
+            for sc, fs in candidates.items() if found.intersection(fs)}
+
+
+def has_syscall_function(name: str) -> bool:
+    """Whether fentry/fexit can attach to syscall <name>'s entry function."""
+    return name in syscall_functions()
 
 
 def has_btf() -> bool:

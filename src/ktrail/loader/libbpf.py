@@ -19,6 +19,7 @@ _c_char_p = ctypes.c_char_p
 _c_int = ctypes.c_int
 
 BPF_MAP_TYPE_RINGBUF = 27
+BTF_KIND_FUNC = 12
 BTF_KIND_VAR = 14
 BTF_KIND_DATASEC = 15
 
@@ -105,6 +106,7 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_program__name": (_c_char_p, [_c_void_p]),
     "bpf_program__section_name": (_c_char_p, [_c_void_p]),
     "bpf_program__set_autoload": (_c_int, [_c_void_p, ctypes.c_bool]),
+    "bpf_program__set_attach_target": (_c_int, [_c_void_p, _c_int, _c_char_p]),
     "bpf_program__attach": (_c_void_p, [_c_void_p]),
     "bpf_program__attach_uprobe_opts": (
         _c_void_p,
@@ -120,6 +122,8 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_map_update_elem": (_c_int, [_c_int, _c_void_p, _c_void_p, ctypes.c_uint64]),
     "bpf_map_delete_elem": (_c_int, [_c_int, _c_void_p]),
     "btf__find_by_name_kind": (ctypes.c_int32, [_c_void_p, _c_char_p, ctypes.c_uint32]),
+    "btf__load_vmlinux_btf": (_c_void_p, []),
+    "btf__free": (None, [_c_void_p]),
     "btf__type_by_id": (_c_void_p, [_c_void_p, ctypes.c_uint32]),
     "btf__name_by_offset": (_c_char_p, [_c_void_p, ctypes.c_uint32]),
     "ring_buffer__new": (_c_void_p, [_c_int, _SAMPLE_FN, _c_void_p, _c_void_p]),
@@ -176,6 +180,19 @@ def _check(ret: int, what: str) -> int:
     return ret
 
 
+def kernel_functions(names: list[str]) -> set[str]:
+    """Which of these functions the running kernel's BTF describes (the
+    ones fentry/fexit programs can attach to)."""
+    btf = lib().btf__load_vmlinux_btf()
+    if not btf:
+        raise _fail("btf__load_vmlinux_btf")
+    try:
+        return {n for n in names
+                if lib().btf__find_by_name_kind(btf, n.encode(), BTF_KIND_FUNC) >= 0}
+    finally:
+        lib().btf__free(btf)
+
+
 def num_possible_cpus() -> int:
     return _check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 
@@ -205,6 +222,11 @@ class Program:
 
     def set_autoload(self, on: bool) -> None:
         _check(lib().bpf_program__set_autoload(self._ptr, on), f"set_autoload {self.name}")
+
+    def set_attach_target(self, function: str) -> None:
+        """The kernel function a fentry/fexit program attaches to (before load)."""
+        _check(lib().bpf_program__set_attach_target(self._ptr, 0, function.encode()),
+               f"set_attach_target {self.name} {function}")
 
     def attach(self) -> Link:
         ctypes.set_errno(0)

@@ -56,6 +56,9 @@ class SensorConfig:
     raw_fallback: bool = False
     # Every io_uring opcode, not only opens/connects/renames (full profile).
     uring_all: bool = False
+    # "auto": fentry/fexit on syscall functions where the kernel allows,
+    # else tracepoints; "tracepoint": tracepoints only.
+    syscall_hooks: str = "auto"
     # Never reported (the configuration's `ignore`): filtered in the kernel.
     ignore: Ignore = field(default_factory=Ignore)
 
@@ -72,10 +75,18 @@ class Plan:
 
 
 def _syscall_hooks(name: str, syscalls: tuple[str, ...], plan: Plan,
-                   has_syscall: Callable[[str], bool], raw_fallback: bool) -> list[Hook]:
-    present = [sc for sc in syscalls if has_syscall(sc)]
-    absent = [sc for sc in syscalls if sc not in present]
+                   has_syscall: Callable[[str], bool], has_function: Callable[[str], bool],
+                   raw_fallback: bool) -> list[Hook]:
     hooks: list[Hook] = []
+    # fentry/fexit first: any syscall tracepoint slows every syscall on the
+    # machine, a trampoline only the syscall it is on.
+    fentry = [sc for sc in syscalls if has_function(sc)]
+    if fentry:
+        programs = tuple(p for sc in fentry for p in syscall_programs(sc, "fentry"))
+        hooks.append(Hook("fentry", programs, "fentry/fexit:" + ",".join(fentry)))
+    rest = [sc for sc in syscalls if sc not in fentry]
+    present = [sc for sc in rest if has_syscall(sc)]
+    absent = [sc for sc in rest if sc not in present]
     if present:
         programs = tuple(p for sc in present for p in syscall_programs(sc))
         hooks.append(Hook("tracepoint", programs, "syscalls:" + ",".join(present)))
@@ -100,51 +111,66 @@ def _syscall_hooks(name: str, syscalls: tuple[str, ...], plan: Plan,
     return hooks
 
 
+def _choose(name: str, choices: tuple[Hook, ...], plan: Plan, has: Callable[[str], bool],
+            has_tracepoint: Callable[[str], bool]) -> Hook | None:
+    """The first usable hook; None after recording why there is none."""
+    no_mechanism = False
+    for hook in choices:
+        if not has(hook.mechanism):
+            why = f"{hook.mechanism} unavailable"
+            no_mechanism = True
+        elif hook.tracepoint and not has_tracepoint(hook.tracepoint):
+            why = f"no tracepoint {hook.tracepoint} on this kernel"
+        else:
+            return hook
+        plan.skipped.setdefault(name, []).append(why)
+    why = "; ".join(plan.skipped[name])
+    if no_mechanism:
+        plan.missing[name] = "no usable hook: " + why
+    else:
+        # The kernel lacks what the type watches (io_uring compiled out,
+        # say): nothing to record, so leave it out and say so.
+        plan.unavailable[name] = why
+    return None
+
+
 def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
               has_syscall: Callable[[str], bool] = features.has_syscall_tracepoint,
               raw_fallback: bool = False,
-              has_tracepoint: Callable[[str], bool] = features.has_tracepoint) -> Plan:
+              has_tracepoint: Callable[[str], bool] = features.has_tracepoint,
+              has_function: Callable[[str], bool] = features.has_syscall_function,
+              syscall_hooks: str = "auto") -> Plan:
+    """Hooks per event type. ``syscall_hooks`` is "auto" (fentry where the
+    kernel allows, else tracepoints) or "tracepoint" (tracepoints only)."""
     plan = Plan()
+    tracepoints = has("tracepoint")
+    fentry = syscall_hooks == "auto" and has("fentry")
     for name in sorted(events):
         spec = CATALOG[name]
+        chosen: list[Hook] = []
+        if spec.choices:
+            hook = _choose(name, spec.choices, plan, has, has_tracepoint)
+            if hook is None:
+                continue
+            chosen.append(hook)
         if spec.syscalls:
-            hooks = _syscall_hooks(name, spec.syscalls, plan, has_syscall,
-                                   raw_fallback and has("raw_tp")) if has("tracepoint") else []
+            hooks = _syscall_hooks(
+                name, spec.syscalls, plan,
+                lambda sc: tracepoints and has_syscall(sc),
+                lambda sc: fentry and has_function(sc),
+                raw_fallback and has("raw_tp"),
+            )
             if hooks:
-                plan.hooks[name] = hooks
+                chosen += hooks
+            elif chosen:
+                plan.skipped.setdefault(name, []).append(
+                    f"{', '.join(spec.syscalls)} not hooked: failed attempts are not seen")
             elif name not in plan.skipped:
                 plan.missing[name] = "no syscall tracepoint available for it"
+                continue
             else:
                 plan.unavailable[name] = "; ".join(plan.skipped[name])
-            continue
-        chosen: list[Hook] = []
-        no_mechanism = False
-        for hook in spec.choices:
-            if not has(hook.mechanism):
-                why = f"{hook.mechanism} unavailable"
-                no_mechanism = True
-            elif hook.tracepoint and not has_tracepoint(hook.tracepoint):
-                why = f"no tracepoint {hook.tracepoint} on this kernel"
-            else:
-                chosen.append(hook)
-                break
-            plan.skipped.setdefault(name, []).append(why)
-        else:
-            why = "; ".join(plan.skipped[name])
-            if no_mechanism:
-                plan.missing[name] = "no usable hook: " + why
-            else:
-                # The kernel lacks what the type watches (io_uring compiled
-                # out, say): nothing to record, so leave it out and say so.
-                plan.unavailable[name] = why
-            continue
-        for hook in spec.always:
-            if has(hook.mechanism):
-                chosen.append(hook)
-            else:
-                plan.skipped.setdefault(name, []).append(
-                    f"{hook.mechanism} unavailable: {hook.target} not covered"
-                )
+                continue
         plan.hooks[name] = chosen
     return plan
 
@@ -175,7 +201,8 @@ class KernelStats:
 class Sensor:
     def __init__(self, config: SensorConfig) -> None:
         self.config = config
-        self.plan = make_plan(config.events, raw_fallback=config.raw_fallback)
+        self.plan = make_plan(config.events, raw_fallback=config.raw_fallback,
+                              syscall_hooks=config.syscall_hooks)
         if self.plan.missing:
             raise SensorError(
                 "; ".join(f"{name}: {why}" for name, why in self.plan.missing.items())
@@ -191,8 +218,16 @@ class Sensor:
         obj = libbpf.Object(object_path("ktrail"))
         self._obj = obj
         try:
+            targets = features.syscall_functions() if any(
+                h.mechanism == "fentry" for hooks in self.plan.hooks.values() for h in hooks
+            ) else {}
             for prog in obj.programs():
                 prog.set_autoload(prog.name in wanted)
+                # fentry/fexit programs name the x86_64 function in their
+                # section; the kernel's may differ (arch, alias).
+                if prog.name in wanted and prog.name.startswith(("kt_fentry_", "kt_fexit_")):
+                    sc = prog.name.split("_", 2)[2]
+                    prog.set_attach_target(targets[sc])
             obj.map("kt_events").set_max_entries(self.ring_bytes)
             mask = 0
             for name in self.plan.hooks:
