@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ktrail import __version__
-from ktrail.cli import doctor, run
+from ktrail.cli import doctor, rules, run
 from ktrail.cli.errors import EXIT_ENV, CliError
 
 
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     run.add_parser(sub)
     doctor.add_parser(sub)
+    rules.add_parser(sub)
     return p
 
 

@@ -1,0 +1,395 @@
+"""Fields a condition can read: event JSON paths, and fields derived from them.
+
+A field resolves once, at compile time, to a getter: event dict -> value.
+Values are scalars, lists (a list field matches when any element does, as
+Falco's multi-value fields do) or None (absent).
+
+Native names are the event's own dotted paths (docs/events.md), plus a few
+derived ones (proc.cmdline, proc.pname, proc.aname[N]...). The Falco
+dialect maps Falco's field names onto the same events where the meaning is
+the same; a Falco field with no counterpart is reported by name.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Getter = Callable[[Event], Any]
+
+
+class UnknownField(ValueError):
+    pass
+
+
+def path_getter(path: str) -> Getter:
+    keys = tuple(path.split("."))
+    if len(keys) == 2:
+        a, b = keys
+
+        def get2(e: Event) -> Any:
+            o = e.get(a)
+            return o.get(b) if isinstance(o, dict) else None
+        return get2
+
+    def get(e: Event) -> Any:
+        o: Any = e
+        for k in keys:
+            if not isinstance(o, dict):
+                return None
+            o = o.get(k)
+        return o
+    return get
+
+
+def _basename(p: Any) -> Any:
+    return os.path.basename(p) if isinstance(p, str) else None
+
+
+def _proc_name(p: dict[str, Any] | None) -> str | None:
+    if not p:
+        return None
+    exe = p.get("exe")
+    return os.path.basename(exe) if exe else p.get("comm")
+
+
+def _cmdline(e: Event) -> str | None:
+    args = e["proc"].get("args")
+    return " ".join(args) if args else e["proc"].get("comm")
+
+
+def _pname(e: Event) -> str | None:
+    return _proc_name(e["proc"].get("parent"))
+
+
+def _pcmdline(e: Event) -> str | None:
+    p = e["proc"].get("parent") or {}
+    args = p.get("args")
+    return " ".join(args) if args else p.get("comm")
+
+
+def _ancestors(e: Event) -> list[dict[str, Any]]:
+    return e["proc"].get("ancestors") or []
+
+
+def _aname_all(e: Event) -> list[str]:
+    return [n for a in _ancestors(e) if (n := _proc_name(a))]
+
+
+def _aexe_all(e: Event) -> list[str]:
+    return [a["exe"] for a in _ancestors(e) if a.get("exe")]
+
+
+def _file_name(e: Event) -> str | None:
+    f = e.get("file")
+    return _basename(f.get("path")) if f else None
+
+
+def _file_dir(e: Event) -> str | None:
+    f = e.get("file")
+    p = f.get("path") if f else None
+    return os.path.dirname(p) if isinstance(p, str) else None
+
+
+def _dns_tld(e: Event) -> str | None:
+    q = (e.get("dns") or {}).get("query")
+    return q.rsplit(".", 1)[-1].lower() if q else None
+
+
+# Derived native fields.
+DERIVED: dict[str, tuple[Getter, str]] = {
+    "proc.cmdline": (_cmdline, "argv joined by spaces"),
+    "proc.pname": (_pname, "name of the creating process"),
+    "proc.pexe": (path_getter("proc.parent.exe"), "exe of the creating process"),
+    "proc.pcmdline": (_pcmdline, "argv of the creating process, joined"),
+    "proc.aname": (_aname_all, "names of all ancestors (any matches)"),
+    "proc.aexe": (_aexe_all, "exes of all ancestors (any matches)"),
+    "file.name": (_file_name, "basename of file.path"),
+    "file.directory": (_file_dir, "directory of file.path"),
+    "dns.tld": (_dns_tld, "last label of dns.query, lower case"),
+}
+
+_INDEXED = re.compile(r"^(proc\.(?:aname|aexe|acomm|apid|aexec_id))\[(\d+)\]$")
+
+
+def _ancestor_getter(what: str, n: int) -> Getter:
+    # [0] is the process itself, [1] its creator, as in Falco.
+    key = {"aname": None, "aexe": "exe", "acomm": "comm", "apid": "pid",
+           "aexec_id": "exec_id"}[what]
+
+    def get(e: Event) -> Any:
+        if n == 0:
+            p = e["proc"]
+        else:
+            anc = _ancestors(e)
+            if n > len(anc):
+                return None
+            p = anc[n - 1]
+        return _proc_name(p) if key is None else p.get(key)
+    return get
+
+
+# Every event field (docs/events.md; a unit test keeps the two equal). A
+# typo in a rule must be an error, not a condition that never matches.
+_KNOWN = """
+evt.type evt.time evt.seq evt.cpu evt.syscall evt.retval evt.error
+proc.pid proc.tid proc.ppid proc.exec_id proc.start_time proc.comm proc.exe proc.name
+proc.args proc.args_truncated proc.cwd proc.uid proc.gid proc.source proc.parent
+proc.parent.exec_id proc.parent.pid proc.parent.exe proc.parent.comm proc.parent.args
+proc.ancestors
+user.uid user.name user.euid user.egid user.auid container.id container.full_id
+exec.filename exec.args exec.argc exec.args_truncated exec.filename_truncated exec.retval
+exec.kernel_spawned exec.error
+fork.child.pid fork.child.tid fork.child.exec_id fork.thread
+exit.code exit.signal exit.signo exit.core_dumped exit.status exit.duration_ns
+file.path file.new_path file.target file.flags file.mode file.created file.watched file.uid
+file.gid file.atime file.mtime file.length
+net.family net.type net.protocol net.saddr net.sport net.daddr net.dport net.path net.backlog
+dns.query dns.qtype dns.id dns.malformed
+prctl.option prctl.name prctl.old_name
+kill.signal kill.signo kill.target.pid kill.target.tid kill.target.exec_id kill.target.exe
+kill.target.comm
+ptrace.request ptrace.request_num ptrace.target.pid ptrace.target.exec_id ptrace.target.exe
+ptrace.target.comm ptrace.addr ptrace.data
+memfd.name memfd.flags memory.addr memory.len memory.prot memory.flags memory.anonymous
+setuid.asked.real setuid.asked.effective setuid.asked.saved setuid.now.real
+setuid.now.effective setuid.now.saved setuid.caps.effective setuid.caps.permitted
+setuid.caps.inheritable
+privilege_escalation.euid_before privilege_escalation.uid privilege_escalation.euid
+privilege_escalation.suid
+module.file module.name module.params module.flags module.image_len
+bpf.cmd bpf.prog_type bpf.prog_name bpf.insn_cnt bpf.attach_type bpf.target_fd bpf.prog_fd
+bpf.tracepoint
+mount.source mount.fstype mount.target mount.flags
+namespace.op namespace.flags namespace.ns
+usermode_helper.exe usermode_helper.args
+io_uring.opcode io_uring.fd io_uring.user_data io_uring.path io_uring.flags
+device.action device.devpath device.subsystem device.devname device.devtype device.driver
+device.product device.seqnum device.env
+"""
+KNOWN = frozenset(_KNOWN.split())
+
+
+def native(name: str) -> Getter:
+    if name in DERIVED:
+        return DERIVED[name][0]
+    m = _INDEXED.match(name)
+    if m:
+        return _ancestor_getter(m.group(1).split(".")[1], int(m.group(2)))
+    if name in KNOWN:
+        return path_getter(name)
+    near = [k for k in KNOWN | DERIVED.keys() if k.split(".")[0] == name.split(".")[0]]
+    hint = f" (fields of {name.split('.')[0]}: {', '.join(sorted(near))})" if near else ""
+    raise UnknownField(f"unknown field {name!r}{hint}")
+
+
+# --- the Falco dialect ---------------------------------------------------
+
+# Falco's syscall names for each ktrail event type: `evt.type in (open,
+# openat)` in a Falco rule means our open and create events.
+FALCO_EVT_TYPES: dict[str, tuple[str, ...]] = {
+    "exec": ("execve", "execveat"),
+    "fork": ("clone", "clone3", "fork", "vfork"),
+    "exit": ("procexit",),
+    "open": ("open", "openat", "openat2", "creat"),
+    "create": ("open", "openat", "openat2", "creat"),
+    "unlink": ("unlink", "unlinkat"),
+    "rmdir": ("rmdir", "unlinkat"),
+    "rename": ("rename", "renameat", "renameat2"),
+    "link": ("link", "linkat"),
+    "symlink": ("symlink", "symlinkat"),
+    "chmod": ("chmod", "fchmod", "fchmodat"),
+    "chown": ("chown", "lchown", "fchown", "fchownat"),
+    "utimes": ("utimes", "utimensat", "futimesat"),
+    "truncate": ("truncate", "ftruncate"),
+    "connect": ("connect",),
+    "accept": ("accept", "accept4"),
+    "bind": ("bind",),
+    "listen": ("listen",),
+    "dns": ("sendto", "sendmsg", "sendmmsg"),
+    "setsid": ("setsid",),
+    "prctl": ("prctl",),
+    "kill": ("kill", "tkill", "tgkill"),
+    "ptrace": ("ptrace",),
+    "memfd_create": ("memfd_create",),
+    "exec_memory": ("mmap", "mprotect"),
+    "setuid": ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
+               "setfsuid", "setfsgid", "capset"),
+    "module_load": ("init_module", "finit_module", "delete_module"),
+    "bpf": ("bpf",),
+    "mount": ("mount",),
+    "umount": ("umount", "umount2"),
+    "namespace": ("unshare", "setns"),
+}
+FALCO_TO_TYPES: dict[str, set[str]] = {}
+for _t, _names in FALCO_EVT_TYPES.items():
+    for _n in _names:
+        FALCO_TO_TYPES.setdefault(_n, set()).add(_t)
+
+
+def _falco_evt_type(e: Event) -> Any:
+    sc = e["evt"].get("syscall")
+    if sc:
+        return "umount2" if sc == "umount" else sc
+    return FALCO_EVT_TYPES.get(e["evt"]["type"], (e["evt"]["type"],))[0]
+
+
+def _falco_args(e: Event) -> str | None:
+    args = e["proc"].get("args") or []
+    return " ".join(args[1:])
+
+
+def _falco_cmdline(e: Event) -> str | None:
+    args = e["proc"].get("args") or []
+    name = e["proc"].get("name") or e["proc"].get("comm")
+    return " ".join([name or "", *args[1:]])
+
+
+def _falco_fd_name(e: Event) -> Any:
+    f = e.get("file")
+    if f:
+        return f.get("new_path") if e["evt"]["type"] in ("rename", "link") else f.get("path")
+    n = e.get("net")
+    if n:
+        if n.get("path"):
+            return n["path"]
+        return (f"{n.get('saddr')}:{n.get('sport')}->{n.get('daddr')}:{n.get('dport')}"
+                if n.get("daddr") else None)
+    return None
+
+
+def _falco_container_id(e: Event) -> str:
+    c = e.get("container")
+    return c["id"] if c and c.get("id") else "host"
+
+
+def _falco_res(e: Event) -> Any:
+    err = e["evt"].get("error")
+    if err:
+        return err
+    return "SUCCESS" if "retval" in e["evt"] else None
+
+
+def _open_mode(write: bool) -> Getter:
+    def get(e: Event) -> Any:
+        flags = (e.get("file") or {}).get("flags")
+        if e["evt"]["type"] not in ("open", "create") or not isinstance(flags, list):
+            return None
+        writes = "O_WRONLY" in flags or "O_RDWR" in flags
+        return writes if write else (not writes or "O_RDWR" in flags)
+    return get
+
+
+def _falco_typechar(e: Event) -> Any:
+    if e.get("file") is not None:
+        return "f"
+    n = e.get("net")
+    if n:
+        return {"ipv4": "4", "ipv6": "6", "unix": "u"}.get(n.get("family"), "o")
+    return None
+
+
+def _falco_fd_type(e: Event) -> Any:
+    if e.get("file") is not None:
+        return "file"
+    n = e.get("net")
+    if n:
+        return {"ipv4": "ipv4", "ipv6": "ipv6", "unix": "unix"}.get(n.get("family"))
+    return None
+
+
+def _falco_fd_num(e: Event) -> Any:
+    # The fd an open returned; the one a network call used is not kept.
+    if e["evt"]["type"] in ("open", "create"):
+        return e["evt"].get("retval")
+    return None
+
+
+FALCO: dict[str, Getter] = {
+    "evt.type": _falco_evt_type,
+    "evt.dir": lambda e: "<",
+    "evt.res": _falco_res,
+    "evt.rawres": path_getter("evt.retval"),
+    "evt.failed": lambda e: bool(e["evt"].get("error")),
+    "evt.is_open_write": _open_mode(True),
+    "evt.is_open_read": _open_mode(False),
+    "evt.time": path_getter("evt.time"),
+    "evt.num": path_getter("evt.seq"),
+    "fd.typechar": _falco_typechar,
+    "fd.type": _falco_fd_type,
+    "fd.num": _falco_fd_num,
+    "proc.pexe": lambda e: ((e["proc"].get("parent") or {}).get("args") or [None])[0],
+    "proc.is_exe_from_memfd": lambda e: str(e["proc"].get("exe") or "").startswith("/memfd:"),
+    "evt.arg.mode": path_getter("file.mode"),
+    "evt.arg.cmd": path_getter("bpf.cmd"),
+    "proc.name": path_getter("proc.name"),
+    "proc.exepath": path_getter("proc.exe"),
+    "proc.exe": lambda e: (e["proc"].get("args") or [None])[0],
+    "proc.args": _falco_args,
+    "proc.cmdline": _falco_cmdline,
+    "proc.pid": path_getter("proc.pid"),
+    "proc.ppid": path_getter("proc.ppid"),
+    "proc.cwd": path_getter("proc.cwd"),
+    "proc.pname": _pname,
+    "proc.pexepath": path_getter("proc.parent.exe"),
+    "proc.pcmdline": _pcmdline,
+    "proc.aname": _aname_all,
+    "proc.aexepath": _aexe_all,
+    "user.name": path_getter("user.name"),
+    "user.uid": path_getter("user.uid"),
+    "user.loginuid": path_getter("user.auid"),
+    "group.gid": path_getter("proc.gid"),
+    "container.id": _falco_container_id,
+    "fd.name": _falco_fd_name,
+    "fd.filename": lambda e: _basename(_falco_fd_name(e)),
+    "fd.directory": lambda e: (os.path.dirname(n) if isinstance(n := _falco_fd_name(e), str)
+                               and n.startswith("/") else None),
+    "fd.sip": path_getter("net.saddr"),
+    "fd.sport": path_getter("net.sport"),
+    "fd.rip": path_getter("net.daddr"),
+    "fd.rport": path_getter("net.dport"),
+    "fd.cip": path_getter("net.saddr"),
+    "fd.cport": path_getter("net.sport"),
+    "fd.lport": path_getter("net.sport"),
+    "fd.l4proto": path_getter("net.protocol"),
+    "evt.arg.newpath": path_getter("file.new_path"),
+    "evt.arg.oldpath": path_getter("file.path"),
+    "evt.arg.target": path_getter("file.target"),
+    "evt.arg.linkpath": path_getter("file.path"),
+    "evt.arg.name": lambda e: ((e.get("file") or {}).get("path")
+                               or (e.get("memfd") or {}).get("name")),
+    "evt.arg.path": path_getter("file.path"),
+    "evt.arg.filename": path_getter("exec.filename"),
+    "evt.arg.request": path_getter("ptrace.request"),
+    "evt.arg.flags": path_getter("namespace.flags"),
+}
+_FALCO_INDEXED = re.compile(r"^proc\.(aname|aexepath|aexe|apid)\[(\d+)\]$")
+
+
+def falco(name: str) -> Getter:
+    if name in FALCO:
+        return FALCO[name]
+    m = _FALCO_INDEXED.match(name)
+    if m:
+        what = {"aname": "aname", "aexepath": "aexe", "aexe": "aexe", "apid": "apid"}[m.group(1)]
+        return _ancestor_getter(what, int(m.group(2)))
+    raise UnknownField(f"Falco field {name!r} has no ktrail counterpart")
+
+
+def resolve(name: str, dialect: str = "ktrail") -> Getter:
+    return falco(name) if dialect == "falco" else native(name)
+
+
+def evt_types_for(field: str, values: list[str], dialect: str) -> set[str] | None:
+    """The ktrail event types an `evt.type` test can match, for indexing."""
+    if field != "evt.type":
+        return None
+    if dialect == "falco":
+        out: set[str] = set()
+        for v in values:
+            out |= FALCO_TO_TYPES.get(v, set())
+        return out
+    return set(values)
