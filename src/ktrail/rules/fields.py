@@ -348,6 +348,9 @@ FALCO: dict[str, Getter] = {
     "fd.filename": lambda e: _basename(_falco_fd_name(e)),
     "fd.directory": lambda e: (os.path.dirname(n) if isinstance(n := _falco_fd_name(e), str)
                                and n.startswith("/") else None),
+    "fd.nameraw": _falco_fd_name,
+    "fd.ip": lambda e: [a for a in ((e.get("net") or {}).get("saddr"),
+                                    (e.get("net") or {}).get("daddr")) if a],
     "fd.sip": path_getter("net.saddr"),
     "fd.sport": path_getter("net.sport"),
     "fd.rip": path_getter("net.daddr"),

@@ -428,6 +428,12 @@ def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
         except ValueError as e:
             rs.problems.append(Problem(d.where, name, str(e)))
             continue
+        if rule.match.types == frozenset():
+            # Falco syscalls ktrail does not record (dup2, sendfile...): the
+            # rule could never fire, so loading it would only mislead.
+            rs.problems.append(Problem(d.cond_where, name, "none of its evt.type values is "
+                                       "an event ktrail records", unsupported="evt.type"))
+            continue
         rs.rules.append(rule)
     return rs
 
