@@ -104,3 +104,43 @@ def test_a_bad_rule_file_stops_nothing_and_names_the_place(tmp_path: Path) -> No
     assert p.returncode == 2
     assert f"{bad}:2:34: rule 'X': condition, column 21: unknown field 'proc.nmae'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_acceptance_attacks_raise_their_alerts(sensor, tmp_path: Path) -> None:
+    s = sensor("--alerts-only")
+    # cat /etc/shadow from a renamed copy of cat
+    kitty = tmp_path / "kitty"
+    shutil.copy("/bin/cat", kitty)
+    subprocess.run([str(kitty), "/etc/shadow"], check=True, capture_output=True)
+    # python memfd_create + fexecve
+    subprocess.run([
+        "python3", "-c",
+        "import os\n"
+        "fd = os.memfd_create('payload')\n"
+        "os.write(fd, open('/bin/true', 'rb').read())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.execve(fd, ['payload'], {})\n"
+        "os.waitpid(pid, 0)\n"], check=True, timeout=30)
+    # writing ~/.ssh/authorized_keys (root's: watched by default)
+    keys = Path("/root/.ssh/authorized_keys")
+    keys.parent.mkdir(mode=0o700, exist_ok=True)
+    before = keys.read_bytes() if keys.exists() else None
+    try:
+        subprocess.run(["sh", "-c", f"echo 'ssh-ed25519 AAAA test' >> {keys}"], check=True)
+    finally:
+        if before is None:
+            keys.unlink()
+        else:
+            keys.write_bytes(before)
+    trace = s.stop()
+    fired = {e["alert"]["rule"] for e in trace.events}
+
+    [shadow] = alerts(trace, "Sensitive file read by an unexpected program")
+    assert shadow["proc"]["name"] == "kitty" and shadow["proc"]["ancestors"]
+    fileless = alerts(trace, "Fileless execution")
+    assert fileless and fileless[0]["proc"]["parent"]["comm"] == "python3", fired
+    assert alerts(trace, "Memory file created and executed"), fired
+    [ak] = [a for a in alerts(trace, "SSH authorized_keys changed")
+            if a["proc"]["comm"] == "sh"]
+    assert ak["alert"]["events"][0]["file"]["path"] == str(keys)

@@ -108,7 +108,7 @@ def test_full_profile_file_events(sensor, work: Path) -> None:
     # A read of a watched directory's file, by inode.
     assert opens[f"{w}/secret/key"]["file"]["watched"] is True
     assert opens[f"{w}/secret/key"]["file"]["flags"][0] == "O_RDONLY"
-    for e in t.events:
+    for e in t.by_pid(pid):
         if e["evt"]["type"] in ("rename", "unlink", "chmod"):
             assert e["proc"]["exe"] == sys.executable  # as given to execve
 
