@@ -214,12 +214,9 @@ class _Merger:
                 self.fail(path, node, f"list {name!r}: nothing to append to (define it first)")
                 return
             self.lists[name] = self.lists[name] + items
-        elif mode == "replace" or name not in self.lists:
-            self.lists[name] = items
         else:
-            # Falco replaces silently; two files defining one list is
-            # usually a mistake, but upstream files rely on it, so the
-            # later one wins as in Falco.
+            # A list defined again replaces the earlier one, as in Falco:
+            # upstream files rely on it (lists are data, not rules).
             self.lists[name] = items
 
     def add_macro(self, path: str, node: yaml.Node, name: str, data: dict[str, yaml.Node],
