@@ -194,3 +194,62 @@ def test_falco_rules_that_load_also_fire() -> None:
     # A rule on syscalls ktrail does not record is listed, not loaded to never fire.
     assert "Redirect STDOUT/STDIN to Network Connection in Container" not in {
         r.name for r in rs.rules}
+
+
+def test_host_sequence_completes_across_processes() -> None:
+    rs = rules("""
+- rule: Two steps anywhere
+  condition: evt.type in (create, exec)
+  sequence:
+    by: host
+    within: 60s
+    steps:
+      - {condition: evt.type = create, key: file.path}
+      - {condition: evt.type = exec, key: proc.exe}
+  output: done
+""")
+    evs = [complete({"evt": {"type": "create"}, "proc": {"exec_id": "1:1"},
+                     "file": {"path": "/tmp/x"}}, 0),
+           complete({"evt": {"type": "exec"}, "proc": {"exec_id": "2:1", "exe": "/tmp/x"}}, 1)]
+    assert [a["alert"]["rule"] for a in Engine(rs).process(evs)] == ["Two steps anywhere"]
+
+
+def test_threshold_keeps_no_more_values_than_it_needs() -> None:
+    rs = rules("""
+- rule: Scan
+  condition: evt.type = connect
+  threshold: {by: [proc.exec_id], distinct: net.dport, count: 3, within: 10s}
+  output: scan
+""")
+    eng = Engine(rs)
+    fired = eng.process([complete({"evt": {"type": "connect"}, "net": {"dport": i},
+                                   "proc": {"exec_id": "1:1"}}, i) for i in range(1000)])
+    assert len(fired) == 1
+    [st] = eng.state["Scan"].state.data.values()
+    assert len(st["seen"]) == 4
+
+
+def test_a_bad_stateful_spec_is_a_placed_problem() -> None:
+    rs = rules(BASE, """
+- rule: Bad threshold
+  condition: evt.type = connect
+  threshold: {count: 0}
+  output: x
+""")
+    [p] = rs.problems
+    assert str(p) == ("f1.yaml:2:3: rule 'Bad threshold': threshold: count: must be a "
+                      "positive integer, got 0")
+    assert {r.name for r in rs.rules} == {"Shell", "Other"}
+
+
+def test_engines_do_not_share_state() -> None:
+    rs = rules("""
+- rule: Scan
+  condition: evt.type = connect
+  threshold: {by: [proc.exec_id], distinct: net.dport, count: 1, within: 10s}
+  output: scan
+""")
+    ev = [complete({"evt": {"type": "connect"}, "net": {"dport": i},
+                    "proc": {"exec_id": "1:1"}}, i) for i in range(2)]
+    a, b = Engine(rs), Engine(rs)
+    assert len(a.process(ev)) == 1 and len(b.process(ev)) == 1

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from ktrail.cli.errors import EXIT_ERROR, CliError
+from ktrail.engine.detect import RulesError, load_ruleset
 from ktrail.rules import DEFAULT_RULES, DEFAULT_TESTS
 from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleFileError, RuleSet, load
@@ -49,15 +50,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.set_defaults(func=replay)
 
 
-def load_rules(files: list[str], dialect: str | None = None) -> RuleSet:
+def load_rules(files: list[str]) -> RuleSet:
+    """Rules to run (test, replay, profile): any rule that does not load is
+    an error, as in `ktrail run`."""
     try:
-        return load(files or [DEFAULT_RULES], dialect=dialect)
-    except RuleFileError as e:
+        return load_ruleset(list(files) or [DEFAULT_RULES])
+    except RulesError as e:
         raise CliError(str(e)) from None
 
 
 def check(args: argparse.Namespace) -> int:
-    rs = load_rules(args.files, "falco" if args.falco else None)
+    try:
+        rs = load(args.files or [DEFAULT_RULES], dialect="falco" if args.falco else None)
+    except RuleFileError as e:
+        raise CliError(str(e)) from None
     out = sys.stdout
     for p in rs.problems:
         extra = f" [unsupported: {p.unsupported}]" if p.unsupported else ""
@@ -72,8 +78,6 @@ def check(args: argparse.Namespace) -> int:
 
 def test(args: argparse.Namespace) -> int:
     rs = load_rules(args.rules)
-    if rs.problems:
-        raise CliError("rules do not load:\n  " + "\n  ".join(map(str, rs.problems)))
     files = args.tests or [str(DEFAULT_TESTS)]
     failed = 0
     total = 0

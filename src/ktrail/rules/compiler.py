@@ -62,7 +62,6 @@ class Compiled:
     # Event types the condition can match; None = any (no evt.type test
     # that narrows it). Rules are indexed by these.
     types: frozenset[str] | None
-    fields: frozenset[str]
 
 
 _TRANSFORM: dict[str, Callable[[Any], Any]] = {
@@ -122,14 +121,13 @@ def _any(get: Callable[[dict[str, Any]], Any], test: Callable[[Any], bool]) -> P
 class Compiler:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
-        self.fields: set[str] = set()
         self._expanding: list[str] = []
         self._where = ""
 
     def compile(self, node: Node, where: str = "") -> Compiled:
         self._where = where
         pred = self.node(node)
-        return Compiled(pred, self.types(node), frozenset(self.fields))
+        return Compiled(pred, self.types(node))
 
     # --- event-type analysis, for the index ---
 
@@ -223,7 +221,6 @@ class Compiler:
             get = F.resolve(op.field, self.scope.dialect)
         except F.UnknownField as e:
             raise CompileError(str(e), op.col, self._where, unsupported=op.field) from None
-        self.fields.add(op.field)
         for t in op.transforms:
             if t not in _TRANSFORM:
                 raise CompileError(f"unknown transform {t}()", op.col, self._where,

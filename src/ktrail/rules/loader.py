@@ -20,8 +20,8 @@ import yaml
 
 from ktrail.rules.compiler import Compiled, CompileError, Scope, compile_condition
 from ktrail.rules.lang import And, ConditionError, Not, parse
+from ktrail.rules.state import build_state
 
-ENGINE_VERSION = 0  # conditions Falco's engine version 0.x files can use
 PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE",
               "INFORMATIONAL", "INFO", "DEBUG")
 RULE_KEYS = {"rule", "desc", "condition", "output", "priority", "tags", "enabled",
@@ -106,9 +106,6 @@ class Rule:
     definition: RuleDef
     # Macros and lists the rule was compiled with (sequence steps use them).
     scope: Scope | None = None
-    # Filled by the engine for stateful rules.
-    sequence: Any = None
-    threshold: Any = None
 
     @property
     def mitre(self) -> list[str]:
@@ -120,7 +117,6 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
 
 
 # --- YAML with positions -------------------------------------------------
@@ -382,7 +378,6 @@ def load(paths: list[str | Path], dialect: str | None = None,
                 raise RuleFileError(path, 1, 1, "not a text file") from None
         d = dialect or ("falco" if "falco" in Path(path).name.lower() else "ktrail")
         m.add_file(path, text, d)
-        rs.files.append(path)
     if m.errors:
         raise m.errors[0]
     return compile_rules(m, rs)
@@ -444,6 +439,8 @@ def _compile_rule(d: RuleDef, scope: Scope) -> Rule:
         if text:
             node = And(node.col, (node, Not(0, parse(text))))
     compiled = compile_condition(node, scope)
-    return Rule(name=d.name, where=d.where, priority=d.priority, tags=d.tags,
+    rule = Rule(name=d.name, where=d.where, priority=d.priority, tags=d.tags,
                 output=d.output, desc=d.desc, shadow=d.shadow, match=compiled,
                 definition=d, scope=scope)
+    build_state(rule, 1)   # a bad sequence:/threshold: spec raises ValueError here
+    return rule

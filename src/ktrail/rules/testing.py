@@ -101,6 +101,13 @@ def load_tests(path: str | Path) -> list[dict[str, Any]]:
         raise TestFileError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, list):
         raise TestFileError(f"{path}: a test file is a list of {{rule, fires, quiet}}")
+    for n, entry in enumerate(data, 1):
+        if not isinstance(entry, dict) or "rule" not in entry:
+            raise TestFileError(f"{path}: entry {n}: a mapping with rule: and fires: or quiet:")
+        for kind in ("fires", "quiet"):
+            if not isinstance(entry.get(kind) or [], list):
+                raise TestFileError(f"{path}: entry {n} ({entry['rule']}): {kind}: is a list "
+                                    "of cases")
     return data
 
 
