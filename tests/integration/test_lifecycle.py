@@ -105,6 +105,8 @@ DOUBLE_FORK = textwrap.dedent(
         me = os.getpid()
         if os.fork() == 0:
             os.close(r)
+            # echo's output must not interleave with the pid the parent prints.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
             os.write(w, b"x")
             while os.getppid() == me:  # wait to be reparented
                 time.sleep(0.005)
