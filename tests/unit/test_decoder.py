@@ -378,3 +378,16 @@ def test_loss_tracker_on_fixture_sees_every_record(raw: RawBatch) -> None:
     # The fixture keeps only the scenario's tree, so other processes' records show up as
     # gaps; they can never be negative.
     assert lt.gaps >= 0
+
+
+def test_loss_tracker_counts_records_after_the_closing_snapshot(fork_record: bytes) -> None:
+    # Snapshot at seq 6 on CPU 0 and 3 on CPU 1; the last drain still reads
+    # records numbered after it (other processes during shutdown): they are
+    # late, not evidence of loss.
+    import numpy as np
+
+    lt = LossTracker(2)
+    lt.cutoff = np.array([6, 3], dtype=np.uint64)
+    lt.update(decode(make_raw(synthetic(fork_record, {0: 10, 1: 7}, {}))))
+    assert lt.seen == 17
+    assert lt.late == (10 - 6) + (7 - 3)

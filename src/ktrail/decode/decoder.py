@@ -86,6 +86,11 @@ class LossTracker:
     ncpus: int
     max_seq: np.ndarray = field(init=False)
     seen: int = 0
+    # Set at shutdown to the kernel's per-CPU attempt counts: records numbered
+    # after it are `late`, so the final count can be reconciled against that
+    # snapshot while other processes keep making events.
+    cutoff: np.ndarray | None = None
+    late: int = 0
 
     def __post_init__(self) -> None:
         self.max_seq = np.zeros(self.ncpus, dtype=np.uint64)
@@ -99,6 +104,10 @@ class LossTracker:
                 self.max_seq, self.ncpus = grow, len(grow)
             np.maximum.at(self.max_seq, cpu, arr["seq"])
             self.seen += len(arr)
+            if self.cutoff is not None and len(cpu):
+                known = cpu < len(self.cutoff)
+                self.late += int((~known).sum()) + int(
+                    (arr["seq"][known] > self.cutoff[cpu[known]]).sum())
 
     @property
     def gaps(self) -> int:

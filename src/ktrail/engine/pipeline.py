@@ -150,10 +150,15 @@ class Pipeline:
                     self._emit_stats()
         finally:
             # Flush what the kernel already handed over, then account for it all:
-            # a loss in the last moments is warned about like any other.
+            # a loss in the last moments is warned about like any other. The
+            # final record is reconciled against a snapshot of the kernel's
+            # counters taken before the last drain: other processes keep
+            # making events meanwhile, and those are not losses.
+            snapshot = self.sensor.kernel_stats()
+            self.loss.cutoff = snapshot.seq
             self.drain()
             self._check_loss(emit=False)
-            final = self._emit_stats(final=True)
+            final = self._emit_stats(ks=snapshot, final=True)
             self.target.flush()
         return final
 
@@ -205,8 +210,11 @@ class Pipeline:
             # read or counted as dropped; anything else is unexplained loss.
             # (seq_gaps is a lower bound while running: a drop shows as a gap
             # only once a later record from the same CPU arrives.)
+            out["reader"]["records"] = self.loss.seen - self.loss.late
+            out["reader"]["after_snapshot"] = self.loss.late
             out["reader"]["unreconciled"] = (
-                int(ks.seq.sum()) - self.loss.seen - self.malformed - ks.dropped_total
+                int(ks.seq.sum()) - (self.loss.seen - self.loss.late) - self.malformed
+                - ks.dropped_total
             )
         return out
 
