@@ -2,6 +2,7 @@
 # One-step set-up for a fresh Debian 12 machine, as root.
 #   scripts/setup.sh run [ktrail run options]   install, build, then start `ktrail run`
 #   scripts/setup.sh test                       install, build, then run the whole test suite
+#   scripts/setup.sh bench [bench/run.py options]  install, build, then run the benchmark suite
 #   scripts/setup.sh install                    install and build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,8 @@ fi
 # second run starts at once.
 pkgs=(clang llvm libbpf-dev libbpf1 bpftool make python3 python3-venv python3-dev
       kmod util-linux mount gcc liburing-dev)
+# The bench compares against auditd and bpftrace, and counts syscalls with strace.
+if [ "$mode" = bench ]; then pkgs+=(auditd bpftrace strace); fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -25,7 +28,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup.sh: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Installing auditd must not start its service: the bench starts and stops
+    # its own auditd, and leaves no service behind. policy-rc.d is Debian's
+    # switch for that (only added if the machine has none).
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ -n "$policy" ]; then rm -f "$policy"; fi
 fi
 
 # BPF objects: compiled here, against this kernel's BTF, into the package.
@@ -35,7 +48,9 @@ make -s -C bpf
 if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check ".[test]"
+extras=test
+if [ "$mode" = bench ]; then extras=test,bench; fi
+.venv/bin/pip install -q --disable-pip-version-check ".[$extras]"
 
 case "$mode" in
     install) echo "setup.sh: installed; run .venv/bin/ktrail" >&2 ;;
@@ -45,5 +60,6 @@ case "$mode" in
         .venv/bin/ruff check src tests
         exec .venv/bin/python -m pytest -p no:cacheprovider "$@" tests
         ;;
-    *) echo "setup.sh: unknown mode '$mode' (run, test or install)" >&2; exit 2 ;;
+    bench) exec .venv/bin/python bench/run.py "$@" ;;
+    *) echo "setup.sh: unknown mode '$mode' (run, test, bench or install)" >&2; exit 2 ;;
 esac
