@@ -60,6 +60,18 @@ def markdown(r: dict[str, Any], stem: str) -> str:
             out.append(f"| {mode} | {m['max_sustained']:,} | {_n(m['cpu_at_max'], '{:.2f}')} | "
                        f"{first} |")
         out += ["", f"![capacity]({stem}-capacity.png)", ""]
+    if r.get("proctable"):
+        t = r["proctable"]
+        rest = [x["peak_rss_mb"] for x in r.get("overhead", [])
+                if x["config"] == "ktrail default" and x["workload"] == "getppid"]
+        total = f"; with the sensor's RSS at rest ({rest[0]:.0f} MB), about " \
+                f"{rest[0] + t['rss_added_mb']:.0f} MB" if rest else ""
+        out += ["## Process table",
+                "",
+                f"Tracking {t['processes']:,} live processes (each with a realistic argv and "
+                f"the context its first event builds) adds {t['rss_added_mb']} MB "
+                f"({t['bytes_per_process']:,} bytes each){total}.",
+                ""]
     if r.get("store"):
         s = r["store"]
         out += ["## Store write path", "", "```", str(s), "```", ""]

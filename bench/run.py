@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import capacity
+import proctable
 import report
 import tracers
 import workloads
@@ -169,6 +170,8 @@ def main() -> int:
             result["overhead"], result["notes"] = overhead(names, args.runs, args.scale)
         if not args.no_capacity:
             result["capacity"] = capacity.run(log=lambda m: log(m))
+            result["proctable"] = proctable.run()
+            log(f"process table: {result['proctable']}")
     except tracers.BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1

@@ -49,15 +49,25 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM: the peak RSS of the process's current image. (rusage's maxrss is
+    no use here: a child inherits its parent's peak across fork and exec.)"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _reap(p: subprocess.Popen[Any], sig: int, timeout: float = 120) -> tuple[float, float]:
-    """Signal, wait, and return (cpu seconds, peak RSS MB) from the kernel's rusage."""
+    """Signal, wait, and return (cpu seconds from rusage, peak RSS MB just before)."""
+    rss = _peak_rss_mb(p.pid)
     p.send_signal(sig)
     deadline = time.monotonic() + timeout
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
         if pid:
             p.returncode = os.waitstatus_to_exitcode(status)
-            return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+            return ru.ru_utime + ru.ru_stime, rss
         if time.monotonic() > deadline:
             p.kill()
             raise BenchError(f"{p.args[0]} did not stop within {timeout:.0f} s")

@@ -341,3 +341,19 @@ def test_same_events_one_record_at_a_time(tmp_path: Path, raw: RawBatch) -> None
 def test_empty_batch(enricher: Enricher) -> None:
     assert enricher.process(decode(RawBatch(b"", [], []))) == []
     assert not any(enricher.counts.values())
+
+
+def test_event_contexts_are_bounded_and_rebuilt_the_same(tmp_path: Path, batch: Batch) -> None:
+    # Unbounded, the same fixture gives the reference events.
+    clock = Clock()
+    ref = make_enricher(tmp_path, clock).process(batch)
+    e = make_enricher(tmp_path, clock)
+    e.max_contexts = 1
+    events = e.process(batch)
+    procs = {ev["proc"]["exec_id"] for ev in events}
+    assert len(procs) > 2
+    st = e.context_stats()
+    assert st["contexts"] == 1
+    assert st["context_evictions"] > 0
+    # An evicted context is rebuilt from the table: the events do not change.
+    assert [ev["proc"] for ev in events] == [ev["proc"] for ev in ref]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from collections import OrderedDict
 from typing import Any
 
 from ktrail.decode import syscalls
@@ -95,7 +96,7 @@ def decode_status(status: int) -> dict[str, Any]:
 
 class Enricher:
     def __init__(self, table: ProcessTable, clock: Clock, usermode_helpers: bool = True,
-                 exec_events: bool = True) -> None:
+                 exec_events: bool = True, max_contexts: int = 16384) -> None:
         self.table = table
         self.clock = clock
         # usermode_helper events are derived from exec records, which then
@@ -103,6 +104,12 @@ class Enricher:
         self.usermode_helpers = usermode_helpers
         self.exec_events = exec_events
         self.counts: dict[str, int] = {name: 0 for name in EVENT_NAMES.values()}
+        # Event contexts of recently active processes, by exec_id. Bounded:
+        # a context is ~2 KB, and most of a busy host's processes are idle,
+        # so keeping one per tracked process would triple the table's memory.
+        self._contexts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.max_contexts = max_contexts
+        self.context_evictions = 0
 
     def process(self, batch: Batch) -> list[Event]:
         if not len(batch):
@@ -147,7 +154,7 @@ class Enricher:
                 r[PID], ticks(r[START]), r[PPID], r[UID], r[GID], _cstr(r[COMM]),
                 filename, args, truncated, r[TS],
             )
-            proc.context = None  # a new image: exe, args, cwd changed
+            self._contexts.pop(proc.exec_id, None)  # a new image: exe, args, cwd changed
         else:
             proc = self._actor(r)
         exec_: dict[str, Any] = {
@@ -271,11 +278,22 @@ class Enricher:
                 "id": p.container_id[:12], "full_id": p.container_id,
             },
         }
-        p.context = ctx
+        self._contexts[p.exec_id] = ctx
+        if len(self._contexts) > self.max_contexts:
+            self._contexts.popitem(last=False)
+            self.context_evictions += 1
         return ctx
 
+    def context_stats(self) -> dict[str, int]:
+        return {"contexts": len(self._contexts), "contexts_max": self.max_contexts,
+                "context_evictions": self.context_evictions}
+
     def _base(self, etype: str, r: tuple, p: Process) -> Event:
-        ctx = p.context or self._context(p, r[START])
+        ctx = self._contexts.get(p.exec_id)
+        if ctx is None:
+            ctx = self._context(p, r[START])
+        else:
+            self._contexts.move_to_end(p.exec_id)
         uid = r[UID]
         proc = {
             "pid": r[PID],

@@ -199,7 +199,7 @@ class Pipeline:
                 "batches": self.batches,
                 "ring_bytes": self.reader.size,
             },
-            "proc_table": table.stats(),
+            "proc_table": {**table.stats(), **self.enricher.context_stats()},
             "devices": None if self.uevents is None else {
                 "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),

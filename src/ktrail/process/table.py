@@ -13,7 +13,6 @@ from __future__ import annotations
 import posixpath
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from .container import container_id_from_cgroup
 from .procfs import ProcFS, ProcInfo
@@ -60,9 +59,6 @@ class Process:
     exit_code: int | None = None
     source: str = "exec"  # "procfs" | "fork" | "exec" | "partial"
     kernel_thread: bool = False
-    # Event-ready view of this process (identity, image, lineage), built by
-    # the enricher on first use and dropped when the image changes.
-    context: dict[str, Any] | None = None
 
     @property
     def exited(self) -> bool:
