@@ -11,6 +11,7 @@ runs), that is the sensor's RSS with 100k processes.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 from pathlib import Path
@@ -62,4 +63,4 @@ def run(n: int = 100_000) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(run())
+    print(json.dumps(run()))

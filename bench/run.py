@@ -27,7 +27,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import capacity
-import proctable
 import report
 import tracers
 import workloads
@@ -170,7 +169,11 @@ def main() -> int:
             result["overhead"], result["notes"] = overhead(names, args.runs, args.scale)
         if not args.no_capacity:
             result["capacity"] = capacity.run(log=lambda m: log(m))
-            result["proctable"] = proctable.run()
+            # In a fresh process: memory freed by the storms would be reused
+            # and hide what the table takes.
+            result["proctable"] = json.loads(subprocess.run(
+                [sys.executable, str(HERE / "proctable.py")], check=True, capture_output=True,
+                text=True).stdout)
             log(f"process table: {result['proctable']}")
     except tracers.BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
