@@ -147,6 +147,7 @@ class RowBuilder:
         contexts = self.contexts
         seen = self.seen
         parse_time = self.parse_time
+        seconds = parse_time.seconds  # the parser's cache, consulted inline
         path_of = _PATH_OF
         for e, blob in zip(events, blobs, strict=True):
             evt = e["evt"]
@@ -164,7 +165,10 @@ class RowBuilder:
             n = e.get("net")
             addr, port = (n.get("daddr"), n.get("dport")) if n is not None else (None, None)
             exec_id = p["exec_id"]
-            time_ns = parse_time(evt["time"])
+            tm = evt["time"]
+            sec = seconds.get(tm[:19])
+            time_ns = (sec + int(tm[20:29]) if sec is not None and len(tm) == 30
+                       else parse_time(tm))
             uid = u["uid"]
             uname = u["name"]
             cid = c["id"] if c else None
@@ -172,10 +176,12 @@ class RowBuilder:
             if (ctx is None or ctx.anchor is not p.get("ancestors") or ctx.uid != uid
                     or ctx.user != uname or ctx.container != cid):
                 ctx = self._context(p, uid, uname, cid, time_ns, new_contexts)
-            # Cut the context's fragment (and the comma before it) out of the JSON.
+            # Cut the context's fragment (and the comma before it) out of the
+            # JSON. It starts at proc's first "exec_id" key, the first in the
+            # text (evt has none; a key's quotes cannot occur inside a string).
             frag = ctx.fragment
-            i = blob.find(frag) if frag else -1
-            if i > 0 and blob[i - 1] == 44:  # ','
+            i = blob.find(b'"exec_id":')
+            if i > 0 and blob[i - 1] == 44 and frag and blob.startswith(frag, i):  # ','
                 at = i - 1
                 slim = blob[:at] + blob[i + len(frag):]
                 if not blob.isascii():  # SQLite's substr() counts characters

@@ -25,20 +25,30 @@ class Rfc3339Parser:
     """The sensor's own fixed-width RFC 3339 strings -> ns, cheaply.
 
     Events of one second share their first 19 characters, so the calendar
-    arithmetic runs once per second; the rest is one slice and one int().
+    arithmetic runs once per distinct second (a bounded cache: event times
+    and process start times interleave); the rest is one slice and one int().
     """
 
-    def __init__(self) -> None:
-        self._prefix = ""
-        self._sec_ns = 0
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> ns
+        self.max_entries = max_entries
 
     def __call__(self, text: str) -> int:
         prefix = text[:19]
-        if prefix != self._prefix:
-            sec = calendar.timegm(time.strptime(prefix, "%Y-%m-%dT%H:%M:%S"))
-            self._prefix, self._sec_ns = prefix, sec * NS
+        sec_ns = self.seconds.get(prefix)
+        if sec_ns is None:
+            try:
+                sec_ns = calendar.timegm((int(text[0:4]), int(text[5:7]), int(text[8:10]),
+                                          int(text[11:13]), int(text[14:16]),
+                                          int(text[17:19]))) * NS
+            except ValueError:
+                raise TimeSyntaxError(f"{text!r} is not an RFC 3339 time") from None
+            if len(self.seconds) >= self.max_entries:
+                self.seconds.clear()
+            self.seconds[prefix] = sec_ns
         frac = text[20:-1]  # between '.' and 'Z'; the sensor writes 9 digits
-        return self._sec_ns + (int(frac.ljust(9, "0")[:9]) if frac else 0)
+        return sec_ns + (int(frac) if len(frac) == 9 else
+                         int(frac.ljust(9, "0")[:9]) if frac else 0)
 
 
 def to_rfc3339(ns: int | None) -> str | None:
