@@ -182,7 +182,7 @@ def test_events_round_trip_exactly_and_contexts_are_shared(tmp_path: Path) -> No
     st.start()
     blobs = [orjson.dumps(e) for e in evs]
     st.submit(evs[:10])               # the writer encodes
-    st.submit(evs[10:], blobs=blobs[10:])  # the output's encodings
+    st.submit(evs[10:], lines=b"\n".join(blobs[10:]) + b"\n")  # the output's lines
     st.close()
     assert warn.getvalue() == ""
     c = open_reader(str(tmp_path / "trail.db"))

@@ -135,9 +135,11 @@ class RowBuilder:
             container["id"] if container else None, p.get("source"),
         )
 
-    def events(self, events: list[Event], blobs: list[bytes]) -> tuple[list[tuple], ...]:
+    def events(self, events: list[Event], lines: bytes | None = None
+               ) -> tuple[list[tuple], ...]:
         """-> (event rows, new context rows, first-seen process rows, exec rows,
-        exit rows)."""
+        exit rows). `lines` are the events' JSON lines, one per event, when
+        the output already encoded them; otherwise each is encoded here."""
         rows: list[tuple] = []
         append = rows.append
         new_contexts: list[tuple] = []
@@ -149,7 +151,12 @@ class RowBuilder:
         parse_time = self.parse_time
         seconds = parse_time.seconds  # the parser's cache, consulted inline
         path_of = _PATH_OF
-        for e, blob in zip(events, blobs, strict=True):
+        # orjson's results take ~8 KiB of memory each whatever their length:
+        # made one at a time (or split from one buffer), none is kept.
+        blobs = lines.split(b"\n", len(events))[:len(events)] if lines is not None else None
+        dumps = orjson.dumps
+        for k, e in enumerate(events):
+            blob = blobs[k] if blobs is not None else dumps(e)
             evt = e["evt"]
             t = evt["type"]
             p = e["proc"]

@@ -27,8 +27,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-import orjson
-
 from ktrail.process import Process
 from ktrail.store.retention import Retention
 from ktrail.store.rows import (
@@ -45,7 +43,7 @@ from ktrail.store.rows import (
 from ktrail.store.schema import StoreError, open_writer
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-Item = tuple[list[Event], list[Event], list[bytes] | None]
+Item = tuple[list[Event], list[Event], bytes | None]
 
 
 def _error_kind(e: BaseException) -> tuple[str, bool]:
@@ -140,9 +138,10 @@ class StoreWriter:
         self._thread.start()
 
     def submit(self, events: list[Event], alerts: list[Event] = (),  # type: ignore[assignment]
-               blobs: list[bytes] | None = None) -> bool:
+               lines: bytes | None = None) -> bool:
         """Queues a batch for the store; False when it was shed. Never blocks.
-        `blobs`, when given, are the events' JSON encodings, in order."""
+        `lines`, when given, are the events' JSON lines as the output wrote
+        them: one buffer, newline-separated, in order."""
         n = len(events) + len(alerts)
         if not n:
             return True
@@ -150,7 +149,7 @@ class StoreWriter:
             # One batch always fits an empty queue: the bound is on what piles up.
             if self._broken is None and (self._pending == 0
                                          or self._pending + n <= self.max_pending):
-                self._queue.append((events, list(alerts), blobs))
+                self._queue.append((events, list(alerts), lines))
                 self._pending += n
                 self._cv.notify()
                 return True
@@ -252,11 +251,8 @@ class StoreWriter:
             alert_rows: list[tuple] = []
             t_rows = time.perf_counter()
             now = time.time_ns()
-            dumps = orjson.dumps
-            for events, alerts, blobs in items:
-                if blobs is None:
-                    blobs = [dumps(e) for e in events]
-                r, cx, s, x, q = self.rows.events(events, blobs)
+            for events, alerts, lines in items:
+                r, cx, s, x, q = self.rows.events(events, lines)
                 event_rows += r
                 contexts += cx
                 seen += s
