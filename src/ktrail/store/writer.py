@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from ktrail.process import Process
@@ -137,7 +137,7 @@ class StoreWriter:
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self._thread.start()
 
-    def submit(self, events: list[Event], alerts: list[Event] = (),  # type: ignore[assignment]
+    def submit(self, events: list[Event], alerts: Sequence[Event] = (),
                lines: bytes | None = None) -> bool:
         """Queues a batch for the store; False when it was shed. Never blocks.
         `lines`, when given, are the events' JSON lines as the output wrote
