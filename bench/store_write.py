@@ -7,7 +7,10 @@ Synthetic events shaped like the sensor's (docs/events.md: process context
 with parent and ancestors, user, container, and each type's own object) in a
 build-and-network mix are handed to `StoreWriter.submit` in batches, as the
 run loop does after each drain, as fast as the writer's queue takes them.
-Each batch is built fresh (new dicts, new timestamps), like the enricher's.
+Each batch is built fresh (new dicts, new timestamps), like the enricher's,
+in the same process, so the producer competes with the writer for the GIL
+as the run loop does; --prebuild builds them all first, to measure the
+writer alone.
 The clock runs from the first submit until everything is committed and the
 file is closed. Prints one JSON object on stdout: events/s, peak RSS of the
 process, bytes on disk per event, and the writer's own counters (shed must
@@ -190,6 +193,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="events per submit (one drain)")
     ap.add_argument("--reuse-json", action="store_true",
                     help="hand the writer each event's JSON, as unfiltered JSON output does")
+    ap.add_argument("--prebuild", action="store_true",
+                    help="build every batch before the clock starts: the writer alone, "
+                         "without a producer competing for the GIL (keep --events small)")
     ap.add_argument("--dir", help="where to put the store (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the store file")
     args = ap.parse_args()
@@ -205,12 +211,18 @@ def main() -> None:
     dumps = orjson.dumps
     rng = random.Random(2)
     submitted = 0
-    t0 = time.perf_counter()
-    while submitted < args.events:
-        n = min(args.batch, args.events - submitted)
+
+    def make(n: int) -> tuple[list[Event], bytes | None]:
         start = rng.randrange(len(pool) - n) if n < len(pool) else 0
         batch = [{**e, "evt": {**e["evt"], "time": stamp()}} for e in pool[start:start + n]]
         lines = (b"\n".join([dumps(e) for e in batch]) + b"\n") if args.reuse_json else None
+        return batch, lines
+
+    sizes = [min(args.batch, args.events - i) for i in range(0, args.events, args.batch)]
+    ready = [make(n) for n in sizes] if args.prebuild else None
+    t0 = time.perf_counter()
+    for k, n in enumerate(sizes):
+        batch, lines = ready[k] if ready is not None else make(n)
         while writer.pending and writer.pending + n > writer.max_pending:
             time.sleep(0.0005)  # measure capacity: wait for room rather than shed
         writer.submit(batch, lines=lines)
@@ -225,7 +237,8 @@ def main() -> None:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({
         "bench": "store_write",
-        "mode": "reuse-json" if args.reuse_json else "writer-encodes",
+        "mode": ("reuse-json" if args.reuse_json else "writer-encodes")
+        + (", prebuilt" if args.prebuild else ""),
         "events": submitted,
         "batch": args.batch,
         "seconds": round(elapsed, 3),
