@@ -186,6 +186,20 @@ def test_full_disk_is_reported_and_the_stream_goes_on(sensor, tiny_fs: Path,
     assert len(t.execs("/bin/true")) >= 1500 and len(t.execs(exe)) == 1
 
 
+def test_no_room_for_the_store_at_start_is_a_warning_not_a_stop(sensor, tiny_fs: Path,
+                                                                tmp_path: Path) -> None:
+    filler = tiny_fs / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+    s = sensor(store=str(tiny_fs / "trail.db"))
+    exe = probe(tmp_path)
+    subprocess.run([exe], check=True)
+    t = s.stop()
+    assert t.returncode == 0, t.stderr
+    assert f"warning: store {tiny_fs}/trail.db" in t.stderr and "disk full" in t.stderr
+    assert "the trail is not stored in this run" in t.stderr
+    assert t.final["store"] is None and len(t.execs(exe)) == 1
+
+
 def test_a_file_that_is_not_a_store_stops_the_sensor_before_it_starts(tmp_path: Path) -> None:
     junk = tmp_path / "notes.db"
     junk.write_bytes(b"my notes, not a database\n" * 10)

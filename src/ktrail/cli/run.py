@@ -206,8 +206,12 @@ def run(args: argparse.Namespace) -> int:
             # Opened before the kernel is touched: a bad store file stops nothing.
             store = StoreWriter(store_opts[0], store_opts[1])
         except StoreError as e:
-            target.close()
-            raise CliError(str(e)) from None
+            if not e.disk_full:
+                target.close()
+                raise CliError(str(e)) from None
+            # No room is no reason to stop recording: the stream goes on.
+            print(f"ktrail: warning: {e}; the trail is not stored in this run (the output "
+                  "stream goes on)", file=sys.stderr, flush=True)
     features.ensure_tracefs()
     t0 = time.monotonic()
     try:

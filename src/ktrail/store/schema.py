@@ -9,6 +9,7 @@ ktrail is refused with a StoreError naming the path, and never modified.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -135,11 +136,23 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class StoreError(Exception):
-    """A store that cannot be used; the message names the path and what to do."""
+    """A store that cannot be used; the message names the path and what to do.
+    `disk_full`: nothing is wrong with the file, there is no room to write."""
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+def _full(e: BaseException) -> bool:
+    return (getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or (isinstance(e, OSError) and e.errno == errno.ENOSPC))
 
 
 def _describe(e: sqlite3.Error) -> str:
     text = str(e)
+    if _full(e):
+        return "disk full"
     code = getattr(e, "sqlite_errorcode", None)
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text:
         return f"the file is corrupt ({text})"
@@ -238,7 +251,7 @@ def open_writer(path: str) -> tuple[sqlite3.Connection, int]:
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise StoreError(f"store {path}: {e.strerror}") from None
+        raise StoreError(f"store {path}: {e.strerror}", disk_full=_full(e)) from None
     try:
         # flock, not fcntl: SQLite's own POSIX locks are not disturbed. The
         # descriptor stays open for the writer's lifetime (closing another
@@ -275,6 +288,8 @@ def open_writer(path: str) -> tuple[sqlite3.Connection, int]:
         os.close(fd)
         if isinstance(e, StoreError):
             raise
+        if _full(e):
+            raise StoreError(f"store {path}: disk full", disk_full=True) from None
         raise StoreError(f"store {path}: {_describe(e)}; it was left untouched: move it "
                          "away or choose another --store PATH") from None
     return conn, fd

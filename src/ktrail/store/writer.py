@@ -77,7 +77,9 @@ class StoreWriter:
                 "SELECT coalesce(max(id), 0) + 1 FROM contexts").fetchone()[0]
         except sqlite3.Error as e:
             self._close_files()
-            raise StoreError(f"store {path}: cannot write: {_error_kind(e)[0]}") from None
+            what = _error_kind(e)[0]
+            raise StoreError(f"store {path}: cannot write: {what}",
+                             disk_full=what == "disk full") from None
         self.rows = RowBuilder(self.boot, next_ctx)
         self._cv = threading.Condition()
         self._queue: deque[Item] = deque()
