@@ -11,6 +11,11 @@
       uids: [998]
       comms: [chronyd]
       paths: [/var/lib/prometheus]
+    store:                      # the audit trail store (docs/store.md)
+      path: /var/lib/ktrail/trail.db
+      retain: 7d
+      max_size: 1G
+      enabled: true
 
 Every mistake is reported as FILE:LINE:COLUMN with what was expected, and
 nothing is started until the whole file is valid.
@@ -24,8 +29,10 @@ from typing import Any
 
 import yaml
 
+from ktrail.cli.errors import CliError, parse_size
 from ktrail.loader.catalog import CATALOG
 from ktrail.loader.profiles import PROFILES
+from ktrail.store.timefmt import TimeSyntaxError, parse_duration
 
 DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 
@@ -47,6 +54,14 @@ class Ignore:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    path: str | None = None        # None: the default path
+    retain: str | None = None      # as written; checked at parse time
+    max_size: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "default"
     enable: frozenset[str] = frozenset()
@@ -54,6 +69,7 @@ class Config:
     watch: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
     ignore: Ignore = field(default_factory=Ignore)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: str | None = None
 
     def events(self) -> frozenset[str]:
@@ -115,7 +131,7 @@ def parse(text: str, path: str = "<config>") -> Config:
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if root is None:
         return Config(source=path)
-    top = _mapping(path, root, {"profile", "events", "watch", "rules", "ignore"},
+    top = _mapping(path, root, {"profile", "events", "watch", "rules", "ignore", "store"},
                    "the configuration")
     kw: dict[str, Any] = {"source": path}
     if "profile" in top:
@@ -152,7 +168,42 @@ def parse(text: str, path: str = "<config>") -> Config:
             comms=frozenset(comms),
             paths=tuple(p.rstrip("/") or "/" for p in paths),
         )
+    if "store" in top:
+        kw["store"] = _store(path, top["store"])
     return Config(**kw)
+
+
+def _scalar(path: str, node: yaml.Node, what: str) -> str:
+    if not isinstance(node, yaml.ScalarNode) or not node.value:
+        raise ConfigError(f"{_where(path, node)}: {what} must be a plain value")
+    return str(node.value)
+
+
+def _store(path: str, node: yaml.Node) -> StoreConfig:
+    st = _mapping(path, node, {"path", "retain", "max_size", "enabled"}, "store")
+    kw: dict[str, Any] = {}
+    if "path" in st:
+        kw["path"] = _scalar(path, st["path"], "store.path")
+    if "retain" in st:
+        kw["retain"] = _scalar(path, st["retain"], "store.retain")
+        if kw["retain"] != "0":
+            try:
+                parse_duration(kw["retain"])
+            except TimeSyntaxError as e:
+                raise ConfigError(f"{_where(path, st['retain'])}: store.retain: {e}") from None
+    if "max_size" in st:
+        kw["max_size"] = _scalar(path, st["max_size"], "store.max_size")
+        try:
+            parse_size(kw["max_size"], "store.max_size")
+        except CliError as e:
+            raise ConfigError(f"{_where(path, st['max_size'])}: {e}") from None
+    if "enabled" in st:
+        value = _scalar(path, st["enabled"], "store.enabled").lower()
+        if value not in ("true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"{_where(path, st['enabled'])}: store.enabled must be true or "
+                              "false")
+        kw["enabled"] = value in ("true", "yes", "on")
+    return StoreConfig(**kw)
 
 
 def load(path: str | None) -> Config:

@@ -7,6 +7,7 @@ failure, so a missing privilege or kernel feature can never pass as a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,13 +61,25 @@ class Trace:
 
 
 class Sensor:
-    """A `ktrail run` subprocess, started and ready to see events."""
+    """A `ktrail run` subprocess, started and ready to see events.
 
-    def __init__(self, *args: str) -> None:
+    The store goes to a private temporary file unless `store` says otherwise
+    (None: ktrail's default path), so tests never share one."""
+
+    def __init__(self, *args: str, store: str | bool | None = True) -> None:
         # Events go to a file: a pipe nobody reads until the end would fill up
         # and block the sensor's writes.
         fd, self.out_path = tempfile.mkstemp(prefix="ktrail-test-", suffix=".jsonl")
         os.close(fd)
+        self.store_dir: str | None = None
+        self.store: str | None = None
+        if store is True:
+            self.store_dir = tempfile.mkdtemp(prefix="ktrail-test-store-")
+            self.store = os.path.join(self.store_dir, "trail.db")
+            args = ("--store", self.store, *args)
+        elif isinstance(store, str):
+            self.store = store
+            args = ("--store", store, *args)
         cmd = [*KTRAIL, "run", "--format", "json", "--stats-interval", "0",
                "--output", self.out_path, *args]
         self.proc = subprocess.Popen(
@@ -95,6 +108,8 @@ class Sensor:
         with open(self.out_path, "rb") as f:
             out = f.read()
         os.unlink(self.out_path)
+        if self.store_dir is not None:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
         for line in out.splitlines():
             e = orjson.loads(line)
             (stats if e["evt"]["type"] == "stats" else events).append(e)

@@ -31,13 +31,14 @@ def test_output_file_rotates_by_size(tmp_path: Path) -> None:
     out = tmp_path / "trail.jsonl"
     ktrail = subprocess.Popen(
         [sys.executable, "-m", "ktrail", "run", "--format", "json", "--output", str(out),
-         "--rotate-size", "16K", "--rotate-keep", "3", "--duration", "4"],
+         "--store", str(tmp_path / "store" / "trail.db"), "--rotate-size", "16K",
+         "--rotate-keep", "3", "--duration", "4"],
         stderr=subprocess.PIPE)
     time.sleep(1.5)
     subprocess.run(["sh", "-c", "for i in $(seq 200); do /bin/true; done"], check=True)
     _, err = ktrail.communicate(timeout=30)
     assert ktrail.returncode == 0, err
-    files = sorted(tmp_path.iterdir())
+    files = sorted(f for f in tmp_path.iterdir() if f.name != "store")
     assert [f.name for f in files] == ["trail.jsonl", "trail.jsonl.1", "trail.jsonl.2",
                                        "trail.jsonl.3"]
     for f in files[1:]:
@@ -48,7 +49,8 @@ def test_output_file_rotates_by_size(tmp_path: Path) -> None:
 
 def test_terminal_gets_human_text_and_sigterm_exits_cleanly() -> None:
     master, slave = pty.openpty()
-    ktrail = subprocess.Popen([sys.executable, "-m", "ktrail", "run", "--comm", "echo"],
+    ktrail = subprocess.Popen([sys.executable, "-m", "ktrail", "run", "--comm", "echo",
+                               "--no-store"],
                               stdout=slave, stderr=subprocess.PIPE, start_new_session=True)
     os.close(slave)
     assert ktrail.stderr is not None

@@ -115,6 +115,11 @@ def test_bad_duration(value: str, capsys: pytest.CaptureFixture[str], machine: M
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
+        (["--no-store", "--store", "/tmp/x.db"], "--no-store turns the store off"),
+        (["--store-retain", "soon"], "--store-retain: 'soon' is not a duration"),
+        (["--store-retain=-1d"], "--store-retain: '-1d' is not a duration"),
+        (["--store-max-size", "1M"], "--store-max-size must be at least 4M"),
+        (["--store-max-size", "big"], "--store-max-size: 'big' is not a size"),
         (["--max-procs", "0"], "--max-procs must be at least 1"),
         (["--rotate-keep", "-1"], "--rotate-keep must be 0 or more"),
     ],

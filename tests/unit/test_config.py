@@ -31,6 +31,14 @@ def test_valid_file() -> None:
                               ("/var/lib/prometheus",))
 
 
+def test_store_section() -> None:
+    c = parse("store:\n  path: /srv/trail.db\n  retain: 30d\n  max_size: 20G\n"
+              "  enabled: false\n", "k.yaml")
+    assert (c.store.path, c.store.retain, c.store.max_size, c.store.enabled) == (
+        "/srv/trail.db", "30d", "20G", False)
+    assert parse("", "k.yaml").store.enabled
+
+
 def test_empty_file_is_defaults() -> None:
     assert parse("", "k.yaml").profile == "default"
 
@@ -48,6 +56,10 @@ def test_empty_file_is_defaults() -> None:
         ("watch: /one\n", "k.yaml:1:8", "must be a list"),
         ("events: [exec]\n", "k.yaml:1:9", "must be a mapping"),
         ("profile: [unclosed\n", "k.yaml:2:1", "not valid YAML"),
+        ("store:\n  retain: forever\n", "k.yaml:2:11", "store.retain: 'forever' is not a"),
+        ("store:\n  max_size: lots\n", "k.yaml:2:13", "store.max_size: 'lots' is not a size"),
+        ("store:\n  enabled: perhaps\n", "k.yaml:2:12", "true or false"),
+        ("store:\n  paht: /x\n", "k.yaml:2:3", "unknown key 'paht' in store"),
     ],
 )
 def test_errors_name_file_line_column(text: str, where: str, words: str) -> None:

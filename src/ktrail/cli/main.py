@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ktrail import __version__
-from ktrail.cli import doctor, rules, run
+from ktrail.cli import doctor, query, rules, run, tree
 from ktrail.cli.errors import EXIT_ENV, CliError
 
 
@@ -20,6 +20,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     doctor.add_parser(sub)
     rules.add_parser(sub)
+    query.add_parser(sub)
+    tree.add_parser(sub)
     return p
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 from ktrail.cli.errors import CliError, parse_size
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
-from ktrail.config import ConfigError
+from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
 from ktrail.decode.ringbuf import READERS
 from ktrail.engine.clock import Clock
@@ -29,6 +29,13 @@ from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.rules import DEFAULT_RULES
+from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
+from ktrail.store import StoreError
+from ktrail.store.retention import Retention
+from ktrail.store.timefmt import TimeSyntaxError, parse_duration
+from ktrail.store.writer import StoreWriter
+
+MIN_STORE_BYTES = 4 << 20
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,7 +91,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="emit a stats record this often; 0 = only at exit (default: 60)")
     p.add_argument("--max-procs", type=int, default=65536, metavar="N",
                    help="process table bound; evictions are counted (default: 65536)")
+    st = p.add_argument_group("audit trail store", "an SQLite database `ktrail query` and "
+                              "`ktrail tree` read while the sensor runs (docs/store.md)")
+    st.add_argument("--store", metavar="PATH",
+                    help=f"store the trail in PATH (default: the configuration's, else "
+                         f"{DEFAULT_STORE})")
+    st.add_argument("--no-store", action="store_true", help="do not store the trail")
+    st.add_argument("--store-retain", metavar="DURATION",
+                    help="delete events older than this, e.g. 12h, 7d, 4w; 0 = keep by size "
+                         f"only (default: {DEFAULT_RETAIN})")
+    st.add_argument("--store-max-size", metavar="SIZE",
+                    help="delete the oldest events past this size, e.g. 500M, 4G "
+                         f"(default: {DEFAULT_MAX_SIZE})")
     p.set_defaults(func=run)
+
+
+DEFAULT_RETAIN = "7d"
+DEFAULT_MAX_SIZE = "1G"
+
+
+def _store_options(args: argparse.Namespace, config: Config) -> tuple[str, Retention] | None:
+    """(path, retention) of the store, or None when it is off."""
+    sc = config.store
+    if args.no_store:
+        if args.store or args.store_retain or args.store_max_size:
+            raise CliError("--no-store turns the store off; it cannot go with --store, "
+                           "--store-retain or --store-max-size")
+        return None
+    if not sc.enabled and not args.store:
+        return None
+    path = args.store or sc.path or DEFAULT_STORE
+    retain = args.store_retain or sc.retain or DEFAULT_RETAIN
+    what = "--store-retain" if args.store_retain else "store.retain"
+    try:
+        max_age = None if retain.strip() == "0" else parse_duration(retain)
+    except TimeSyntaxError as e:
+        raise CliError(f"{what}: {e}") from None
+    if max_age is not None and max_age <= 0:
+        raise CliError(f"{what}: {retain!r} must be positive (or 0: no age limit)")
+    max_size = parse_size(args.store_max_size or sc.max_size or DEFAULT_MAX_SIZE,
+                          "--store-max-size" if args.store_max_size else "store.max_size")
+    if max_size < MIN_STORE_BYTES:
+        raise CliError(f"--store-max-size must be at least {MIN_STORE_BYTES >> 20}M")
+    return path, Retention(max_age_ns=max_age, max_bytes=max_size)
 
 
 def _target(args: argparse.Namespace, rotate_bytes: int) -> Target:
@@ -125,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--ring-size must be at least {MIN_RING_BYTES >> 10}K, so that the "
                        "largest record (an exec with full argv) always fits")
     rotate_bytes = parse_size(args.rotate_size, "--rotate-size")
+    store_opts = _store_options(args, config)
     detector = None
     if args.no_rules:
         if args.alerts_only or args.rules:
@@ -150,6 +200,18 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         raise CliError("cannot trace on this machine:\n  " + "\n  ".join(problems))
     target = _target(args, rotate_bytes)
+    store = None
+    if store_opts is not None:
+        try:
+            # Opened before the kernel is touched: a bad store file stops nothing.
+            store = StoreWriter(store_opts[0], store_opts[1])
+        except StoreError as e:
+            if not e.disk_full:
+                target.close()
+                raise CliError(str(e)) from None
+            # No room is no reason to stop recording: the stream goes on.
+            print(f"ktrail: warning: {e}; the trail is not stored in this run (the output "
+                  "stream goes on)", file=sys.stderr, flush=True)
     features.ensure_tracefs()
     t0 = time.monotonic()
     try:
@@ -163,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         sensor.start()
     except SensorError as e:
         target.close()
+        if store is not None:
+            store.close()
         raise CliError(f"the sensor failed to start: {e}") from None
 
     reader = None
@@ -171,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         reader = READERS[args.reader](sensor.ring_fd, sensor.ring_bytes)
         table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
         seeded = table.seed()  # after attach, so no process slips between the two
+        if store is not None:
+            store.start(table.processes())
         if "device" in sensor.plan.hooks:
             uevents = UeventSource(Clock())
         pipeline = Pipeline(
@@ -184,11 +250,16 @@ def run(args: argparse.Namespace) -> int:
             uevents=uevents,
             detector=detector,
             alerts_only=args.alerts_only,
+            store=store,
         )
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
         if detector is not None:
             signal.signal(signal.SIGHUP, detector.request_reload)
+        if store is not None:
+            print(f"ktrail: storing the trail in {store.path} (keeping "
+                  f"{store.retention.describe()}); `ktrail query` and `ktrail tree` read it",
+                  file=sys.stderr, flush=True)
         plan = sensor.plan
         mechanisms = Counter(h.mechanism for hooks in plan.hooks.values() for h in hooks)
         print(f"ktrail: tracing {len(plan.hooks)} event types ({', '.join(sorted(plan.hooks))})"
@@ -206,8 +277,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"ktrail: not tracing {name}: {why}", file=sys.stderr, flush=True)
         final = pipeline.run()
         lost = final["kernel"]["dropped_total"]
-        print(f"ktrail: {final['events_total']} events, {final['output_events']} written, "
-              f"{lost} lost", file=sys.stderr, flush=True)
+        stored = ""
+        if final["store"] is not None:
+            st = final["store"]
+            stored = f", {st['written']} stored"
+            if st["shed"] or st["failed"]:
+                stored += f" ({st['shed'] + st['failed']} not stored: see stats.store)"
+        print(f"ktrail: {final['events_total']} events, {final['output_events']} written"
+              f"{stored}, {lost} lost", file=sys.stderr, flush=True)
         return 0
     finally:
         if uevents is not None:
@@ -216,3 +293,5 @@ def run(args: argparse.Namespace) -> int:
             reader.close()
         sensor.close()
         target.close()
+        if store is not None:
+            store.close()

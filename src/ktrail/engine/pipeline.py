@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+import orjson
+
 from ktrail.decode.decoder import LossTracker, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.engine.clock import Clock
@@ -22,8 +24,9 @@ from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.uevents import UeventSource
 from ktrail.loader.sensor import KernelStats, Sensor
-from ktrail.output.formats import Format
+from ktrail.output.formats import Format, JsonLines
 from ktrail.output.target import Target
+from ktrail.store.writer import StoreWriter
 
 
 class Reader(Protocol):
@@ -58,6 +61,7 @@ class Pipeline:
         warn: TextIO = sys.stderr,
         detector: Detector | None = None,
         alerts_only: bool = False,
+        store: StoreWriter | None = None,
     ) -> None:
         self.sensor = sensor
         self.reader = reader
@@ -70,6 +74,7 @@ class Pipeline:
         self.uevents = uevents
         self.detector = detector
         self.alerts_only = alerts_only
+        self.store = store
         self.options = options
         self.warn = warn
         self.clock: Clock = enricher.clock
@@ -100,10 +105,23 @@ class Pipeline:
         return len(raw)
 
     def _output(self, events: list[Event]) -> None:
-        # Rules see every event; the output filters are for the reader.
+        # Rules see every event; the output filters are for the reader. The
+        # store keeps the whole trail, like the rules.
         alerts = self.detector.process(events) if self.detector is not None else []
         out = [] if self.alerts_only else self.filter.apply(events)
         self.output_events += len(out)
+        if self.store is not None and (events or alerts):
+            if out is events and events and isinstance(self.fmt, JsonLines):
+                # Unfiltered JSON output: encode each event once, for both.
+                # One buffer: orjson's results each hold ~8 KiB until freed.
+                dumps = orjson.dumps
+                data = b"\n".join([dumps(e) for e in events]) + b"\n"
+                self.store.submit(events, alerts, data)
+                if alerts:
+                    data += b"".join([dumps(a) + b"\n" for a in alerts])
+                self.target.write(data)
+                return
+            self.store.submit(events, alerts)
         if alerts:
             out = out + alerts
         if out:
@@ -157,6 +175,8 @@ class Pipeline:
             snapshot = self.sensor.kernel_stats()
             self.loss.cutoff = snapshot.seq
             self.drain()
+            if self.store is not None:
+                self.store.close()  # commits what is queued, so the counts are final
             self._check_loss(emit=False)
             final = self._emit_stats(ks=snapshot, final=True)
             self.target.flush()
@@ -204,6 +224,7 @@ class Pipeline:
                 "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),
             "detection": None if self.detector is None else self.detector.stats(),
+            "store": None if self.store is None else self.store.stats(),
         }
         if final:
             # After the last drain every record the kernel numbered was either

@@ -102,6 +102,11 @@ def stats_summary(s: dict[str, Any]) -> str:
     ]
     if k["dropped_total"]:
         parts.append("lost_by_type=" + ",".join(f"{t}:{n}" for t, n in k["dropped"].items() if n))
+    store = s.get("store")
+    if store:
+        parts.append(f"stored={store['written']}")
+        if store["shed"] or store["failed"]:
+            parts.append(f"not_stored={store['shed'] + store['failed']}")
     parts.append(f"procs={s['proc_table']['size']}")
     parts.append(f"evicted={s['proc_table']['evictions']}")
     return " ".join(parts)

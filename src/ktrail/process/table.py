@@ -126,6 +126,10 @@ class ProcessTable:
             return self._procs[key]
         return self._procs[key] if include_exited else None
 
+    def processes(self) -> list[Process]:
+        """Every entry, live or lingering."""
+        return list(self._procs.values())
+
     def ancestry(self, proc: Process) -> list[Process | None]:
         """Entries for proc.ancestors, parent first; None where evicted or never seen."""
         # Going through get() keeps ancestors of active processes hot in the LRU.

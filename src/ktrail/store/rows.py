@@ -1,0 +1,247 @@
+"""Event dicts -> table rows: `event_log` and `contexts`, the upserts that
+keep `processes` at one row per process, and `alerts`.
+
+This runs in the store's writer thread for every event, so the common path
+is plain dict lookups and one bytes search per event: the event's JSON (the
+output's own encoding when it has one) is cut in two around its context
+fragment, which is written once per context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from ktrail.engine.clock import NS_PER_TICK
+from ktrail.process import Process
+from ktrail.store.timefmt import Rfc3339Parser
+
+Event = dict[str, Any]
+
+# json is TEXT (so json_extract() works on it); CAST reinterprets orjson's
+# UTF-8 bytes in SQLite instead of decoding them in Python.
+INSERT_EVENT = (
+    "INSERT INTO event_log (time, type, ctx, path, addr, port, json, ctx_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?)"
+)
+INSERT_CONTEXT = (
+    "INSERT INTO contexts (id, boot, exec_id, pid, exe, uid, user, container, time, fragment) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT))"
+)
+INSERT_ALERT = (
+    "INSERT INTO alerts (time, rule, priority, tags, exec_id, output, json) "
+    "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT))"
+)
+# proc fields of each event's own; every other proc field is the context's.
+PER_EVENT = ("pid", "tid", "ppid", "comm", "uid", "gid")
+
+_PROC_COLUMNS = ("boot, exec_id, pid, parent_exec_id, start_time, exe, args, comm, cwd, uid, "
+                 "user, container, source")
+_PROC_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+_FILL = ", ".join(f"{c} = coalesce(processes.{c}, excluded.{c})" for c in (
+    "parent_exec_id", "start_time", "exe", "args", "comm", "cwd", "uid", "user", "container"))
+# First sighting (any event, a fork's child, a /proc seed): fill what is
+# unknown, never overwrite what an exec already said.
+UPSERT_SEEN = (f"INSERT INTO processes ({_PROC_COLUMNS}) VALUES ({_PROC_VALUES}) "
+               f"ON CONFLICT (boot, exec_id) DO UPDATE SET {_FILL}")
+# A successful exec: a new image for the same process.
+UPSERT_EXEC = (
+    f"INSERT INTO processes ({_PROC_COLUMNS}) VALUES ({_PROC_VALUES}) "
+    "ON CONFLICT (boot, exec_id) DO UPDATE SET exe = excluded.exe, args = excluded.args, "
+    "comm = excluded.comm, cwd = excluded.cwd, uid = excluded.uid, user = excluded.user, "
+    "container = excluded.container, source = excluded.source, "
+    "start_time = coalesce(excluded.start_time, processes.start_time), "
+    "parent_exec_id = coalesce(processes.parent_exec_id, excluded.parent_exec_id)"
+)
+UPSERT_EXIT = (
+    f"INSERT INTO processes ({_PROC_COLUMNS}, end_time, exit_code, exit_signal) "
+    f"VALUES ({_PROC_VALUES}, ?, ?, ?) "
+    "ON CONFLICT (boot, exec_id) DO UPDATE SET end_time = excluded.end_time, "
+    "exit_code = excluded.exit_code, exit_signal = excluded.exit_signal"
+)
+
+# Where each type keeps its main path, when not in `file.path`.
+_PATH_OF = {
+    "exec": ("exec", "filename"),
+    "io_uring": ("io_uring", "path"),
+    "mount": ("mount", "target"),
+    "umount": ("mount", "target"),
+    "module_load": ("module", "file"),
+}
+
+
+def _dumps_list(v: list[str] | None) -> str | None:
+    return None if v is None else orjson.dumps(v).decode()
+
+
+class _Context:
+    __slots__ = ("anchor", "container", "fragment", "id", "uid", "user")
+
+    def __init__(self, ctx_id: int, anchor: object, uid: int, user: str | None,
+                 container: str | None, fragment: bytes) -> None:
+        self.id = ctx_id
+        self.anchor = anchor
+        self.uid = uid
+        self.user = user
+        self.container = container
+        self.fragment = fragment
+
+
+class RowBuilder:
+    """Turns batches of events into rows. Remembers the current context of
+    each process and which processes it has written a row for (both bounded;
+    forgetting only costs a redundant context row or upsert)."""
+
+    def __init__(self, boot: int, next_ctx_id: int = 1, max_entries: int = 65536) -> None:
+        self.boot = boot
+        self.parse_time = Rfc3339Parser()
+        self.max_entries = max_entries
+        self.next_ctx_id = next_ctx_id
+        self.contexts: dict[str | None, _Context] = {}
+        self.seen: dict[str, None] = {}
+
+    def forget(self) -> None:
+        """After a failed transaction: nothing it meant to write is there."""
+        self.seen.clear()
+        self.contexts.clear()
+
+    def _context(self, p: dict[str, Any], uid: int, user: str | None, container: str | None,
+                 time_ns: int, new: list[tuple]) -> _Context:
+        fragment = orjson.dumps({k: v for k, v in p.items() if k not in PER_EVENT})[1:-1]
+        exec_id = p.get("exec_id")
+        old = self.contexts.get(exec_id)
+        if (old is not None and old.fragment == fragment and old.uid == uid
+                and old.user == user and old.container == container):
+            old.anchor = p.get("ancestors")  # same values, another object (decoded events)
+            return old
+        ctx = _Context(self.next_ctx_id, p.get("ancestors"), uid, user, container, fragment)
+        self.next_ctx_id += 1
+        self.contexts[exec_id] = ctx
+        new.append((ctx.id, self.boot, exec_id, p["pid"], p.get("exe"), uid, user, container,
+                    time_ns, fragment))
+        return ctx
+
+    def _proc_row(self, p: dict[str, Any], user: dict[str, Any] | None,
+                  container: dict[str, Any] | None) -> tuple:
+        parent = p.get("parent")
+        start = p.get("start_time")
+        return (
+            self.boot, p["exec_id"], p["pid"], parent["exec_id"] if parent else None,
+            self.parse_time(start) if start else None, p.get("exe"),
+            _dumps_list(p.get("args")), p.get("comm"), p.get("cwd"),
+            p.get("uid"), user.get("name") if user else None,
+            container["id"] if container else None, p.get("source"),
+        )
+
+    def events(self, events: list[Event], lines: bytes | None = None
+               ) -> tuple[list[tuple], ...]:
+        """-> (event rows, new context rows, first-seen process rows, exec rows,
+        exit rows). `lines` are the events' JSON lines, one per event, when
+        the output already encoded them; otherwise each is encoded here."""
+        rows: list[tuple] = []
+        append = rows.append
+        new_contexts: list[tuple] = []
+        seen_rows: list[tuple] = []
+        exec_rows: list[tuple] = []
+        exit_rows: list[tuple] = []
+        contexts = self.contexts
+        seen = self.seen
+        parse_time = self.parse_time
+        seconds = parse_time.seconds  # the parser's cache, consulted inline
+        path_of = _PATH_OF
+        # orjson's results take ~8 KiB of memory each whatever their length:
+        # made one at a time (or split from one buffer), none is kept.
+        blobs = lines.split(b"\n", len(events))[:len(events)] if lines is not None else None
+        dumps = orjson.dumps
+        for k, e in enumerate(events):
+            blob = blobs[k] if blobs is not None else dumps(e)
+            evt = e["evt"]
+            t = evt["type"]
+            p = e["proc"]
+            u = e["user"]
+            c = e["container"]
+            f = e.get("file")
+            if f is not None:
+                path = f.get("path")
+            else:
+                where = path_of.get(t)
+                obj = e.get(where[0]) if where else None
+                path = obj.get(where[1]) if obj else None
+            n = e.get("net")
+            addr, port = (n.get("daddr"), n.get("dport")) if n is not None else (None, None)
+            exec_id = p["exec_id"]
+            tm = evt["time"]
+            sec = seconds.get(tm[:19])
+            time_ns = (sec + int(tm[20:29]) if sec is not None and len(tm) == 30
+                       else parse_time(tm))
+            uid = u["uid"]
+            uname = u["name"]
+            cid = c["id"] if c else None
+            ctx = contexts.get(exec_id)
+            if (ctx is None or ctx.anchor is not p.get("ancestors") or ctx.uid != uid
+                    or ctx.user != uname or ctx.container != cid):
+                ctx = self._context(p, uid, uname, cid, time_ns, new_contexts)
+            # Cut the context's fragment (and the comma before it) out of the
+            # JSON. It starts at proc's first "exec_id" key, the first in the
+            # text (evt has none; a key's quotes cannot occur inside a string).
+            frag = ctx.fragment
+            i = blob.find(b'"exec_id":')
+            if i > 0 and blob[i - 1] == 44 and frag and blob.startswith(frag, i):  # ','
+                at = i - 1
+                slim = blob[:at] + blob[i + len(frag):]
+                if not blob.isascii():  # SQLite's substr() counts characters
+                    at = len(blob[:at].decode("utf-8", "replace"))
+                append((time_ns, t, ctx.id, path, addr, port, slim, at))
+            else:
+                append((time_ns, t, ctx.id, path, addr, port, blob, None))
+            if t == "exec" and e["exec"]["retval"] == 0:
+                exec_rows.append(self._proc_row(p, u, c))
+                seen[exec_id] = None
+            elif t == "fork":
+                child = e["fork"]["child"]
+                if not e["fork"]["thread"] and child["exec_id"] not in seen:
+                    # Until it execs, a child runs its parent's image.
+                    seen_rows.append((
+                        self.boot, child["exec_id"], child["pid"], exec_id, time_ns, p["exe"],
+                        _dumps_list(p["args"]), p["comm"], p.get("cwd"), p["uid"], uname,
+                        cid, "fork"))
+                    seen[child["exec_id"]] = None
+            elif t == "exit":
+                x = e["exit"]
+                exit_rows.append((*self._proc_row(p, u, c), time_ns, x["code"], x["signal"]))
+                seen.pop(exec_id, None)  # it will not be seen again
+                continue
+            if exec_id not in seen and p["pid"]:
+                seen_rows.append(self._proc_row(p, u, c))
+                seen[exec_id] = None
+        if len(seen) > self.max_entries:
+            seen.clear()
+        if len(contexts) > self.max_entries:
+            contexts.clear()
+        return rows, new_contexts, seen_rows, exec_rows, exit_rows
+
+    def alerts(self, alerts: Iterable[Event], now_ns: int) -> list[tuple]:
+        out = []
+        for a in alerts:
+            body = a["alert"]
+            t = a["evt"].get("time")
+            p = a.get("proc") or {}
+            tags = body.get("tags")
+            out.append((self.parse_time(t) if t else now_ns, body["rule"], body.get("priority"),
+                        None if tags is None else orjson.dumps(tags).decode(),
+                        p.get("exec_id"), body.get("output"), orjson.dumps(a)))
+        return out
+
+
+def seed_rows(procs: Iterable[Process], boot: int, booted_ns: int) -> list[tuple]:
+    """Rows for the processes found in /proc at start (UPSERT_SEEN)."""
+    out = []
+    for p in procs:
+        start = booted_ns + p.start_ticks * NS_PER_TICK
+        out.append((boot, p.exec_id, p.pid, p.parent_exec_id, start, p.exe or None,
+                    orjson.dumps(p.args).decode(), p.comm, p.cwd or None,
+                    p.uid if p.uid >= 0 else None, p.user,
+                    p.container_id[:12] if p.container_id else None, p.source))
+    return out

@@ -1,0 +1,114 @@
+"""Times in the store: integer nanoseconds since the epoch (UTC).
+
+Events carry RFC 3339 strings (`2026-11-21T21:45:23.481076214Z`); the store
+keeps integers so that ranges compare as numbers and index compactly. The
+command line takes durations (`10m`, `2d`) or timestamps.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from datetime import UTC, datetime
+
+NS = 1_000_000_000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+
+
+class TimeSyntaxError(ValueError):
+    pass
+
+
+class Rfc3339Parser:
+    """The sensor's own fixed-width RFC 3339 strings -> ns, cheaply.
+
+    Events of one second share their first 19 characters, so the calendar
+    arithmetic runs once per distinct second (a bounded cache: event times
+    and process start times interleave); the rest is one slice and one int().
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> ns
+        self.max_entries = max_entries
+
+    def __call__(self, text: str) -> int:
+        prefix = text[:19]
+        sec_ns = self.seconds.get(prefix)
+        if sec_ns is None:
+            try:
+                sec_ns = calendar.timegm((int(text[0:4]), int(text[5:7]), int(text[8:10]),
+                                          int(text[11:13]), int(text[14:16]),
+                                          int(text[17:19]))) * NS
+            except ValueError:
+                raise TimeSyntaxError(f"{text!r} is not an RFC 3339 time") from None
+            if len(self.seconds) >= self.max_entries:
+                self.seconds.clear()
+            self.seconds[prefix] = sec_ns
+        frac = text[20:-1]  # between '.' and 'Z'; the sensor writes 9 digits
+        return sec_ns + (int(frac) if len(frac) == 9 else
+                         int(frac.ljust(9, "0")[:9]) if frac else 0)
+
+
+def to_rfc3339(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    sec, frac = divmod(ns, NS)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '10m', '1h', '2d', '1w', '1h30m' -> nanoseconds."""
+    t = text.strip().lower()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(t):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not t or pos != len(t):
+        raise TimeSyntaxError(f"{text!r} is not a duration (examples: 90s, 10m, 1h, 2d, 1w)")
+    return int(total * NS)
+
+
+def parse_when(text: str, now_ns: int | None = None) -> int:
+    """A point in time: a duration back from now ('10m' = ten minutes ago),
+    an RFC 3339 / ISO 8601 timestamp (UTC unless it says otherwise; a date
+    alone is its midnight), or '@<seconds since the epoch>'."""
+    t = text.strip()
+    now = time.time_ns() if now_ns is None else now_ns
+    if t.startswith("@"):
+        try:
+            return int(float(t[1:]) * NS)
+        except ValueError:
+            raise TimeSyntaxError(f"{text!r}: '@' must be followed by seconds since the "
+                                  "epoch") from None
+    if t and t[0].isdigit() and t[-1].lower() in _UNITS and "-" not in t:
+        return now - parse_duration(t)
+    return _parse_timestamp(text)
+
+
+_FRACTION = re.compile(r"(\.\d+)")
+
+
+def _parse_timestamp(text: str) -> int:
+    t = text.strip().replace(" ", "T", 1)
+    if t[-1:] in ("Z", "z"):
+        t = t[:-1] + "+00:00"
+    # datetime keeps microseconds; nanoseconds are put back by hand.
+    frac_ns = 0
+    m = _FRACTION.search(t)
+    if m and "T" in t and m.start() > t.index("T"):
+        digits = m.group(1)[1:]
+        frac_ns = int(digits[:9].ljust(9, "0"))
+        t = t[:m.start()] + t[m.end():]
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise TimeSyntaxError(
+            f"{text!r} is neither a duration (10m, 1h, 2d) nor a timestamp "
+            "(2026-11-21T21:45:00Z, 2026-11-21 21:45, 2026-11-21)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return calendar.timegm(dt.utctimetuple()) * NS + frac_ns
