@@ -73,8 +73,18 @@ def markdown(r: dict[str, Any], stem: str) -> str:
                 f"({t['bytes_per_process']:,} bytes each){total}.",
                 ""]
     if r.get("store"):
-        s = r["store"]
-        out += ["## Store write path", "", "```", str(s), "```", ""]
+        out += ["## Store write path",
+                "",
+                "`bench/store_write.py --events 300000`: synthetic events shaped like the "
+                "sensor's, through the real writer thread, clock until committed and closed.",
+                "",
+                "| mode | events/s | peak RSS MB | bytes on disk per event |",
+                "|---|---|---|---|"]
+        for mode, s in r["store"].items():
+            out.append(f"| {mode} | {_n(s.get('events_per_s'), '{:,.0f}')} | "
+                       f"{_n(s.get('peak_rss_mib'), '{:.0f}')} | "
+                       f"{_n(s.get('bytes_per_event'), '{:.0f}')} |")
+        out.append("")
     left = r.get("leftover_programs")
     out += [f"BPF programs left behind: {', '.join(left) if left else 'none'}.", ""]
     return "\n".join(out)

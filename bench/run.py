@@ -36,11 +36,15 @@ BASE = "no tracing"
 # name -> how to make it; ktrail runs as an operator would run it, to a file.
 CONFIGS: dict[str, Any] = {
     BASE: tracers.Tracer,
-    "ktrail default": lambda: tracers.Ktrail("ktrail default",
-                                             ["--profile", "default", "--no-rules"]),
-    "ktrail default + rules": lambda: tracers.Ktrail("ktrail default + rules",
-                                                     ["--profile", "default"]),
-    "ktrail full": lambda: tracers.Ktrail("ktrail full", ["--profile", "full", "--no-rules"]),
+    "ktrail default": lambda: tracers.Ktrail(
+        "ktrail default", ["--profile", "default", "--no-rules", "--no-store"]),
+    "ktrail default + rules": lambda: tracers.Ktrail(
+        "ktrail default + rules", ["--profile", "default", "--no-store"]),
+    # `ktrail run` as shipped: default profile, default rules, the trail store.
+    "ktrail default + rules + store": lambda: tracers.Ktrail(
+        "ktrail default + rules + store", ["--profile", "default"], store=True),
+    "ktrail full": lambda: tracers.Ktrail(
+        "ktrail full", ["--profile", "full", "--no-rules", "--no-store"]),
     "auditd": tracers.Auditd,
     "bpftrace": tracers.Bpftrace,
 }
@@ -49,7 +53,7 @@ CONFIGS: dict[str, Any] = {
 EXTRA = {
     "ktrail default (tracepoints only)": lambda: tracers.Ktrail(
         "ktrail default (tracepoints only)",
-        ["--profile", "default", "--no-rules", "--syscall-hooks", "tracepoint"]),
+        ["--profile", "default", "--no-rules", "--no-store", "--syscall-hooks", "tracepoint"]),
 }
 
 
@@ -175,6 +179,12 @@ def main() -> int:
                 [sys.executable, str(HERE / "proctable.py")], check=True, capture_output=True,
                 text=True).stdout)
             log(f"process table: {result['proctable']}")
+            result["store"] = {}
+            for mode, extra in (("writer encodes", []), ("JSON reused", ["--reuse-json"])):
+                result["store"][mode] = json.loads(subprocess.run(
+                    [sys.executable, str(HERE / "store_write.py"), "--events", "300000",
+                     *extra], check=True, capture_output=True, text=True).stdout)
+                log(f"store ({mode}): {result['store'][mode]}")
     except tracers.BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1

@@ -88,19 +88,27 @@ class Tracer:
 
 
 class Ktrail(Tracer):
-    def __init__(self, name: str, args: list[str]) -> None:
+    def __init__(self, name: str, args: list[str], store: bool = False) -> None:
         self.name = name
         self.args = args
+        # The trail store goes to disk, as deployed, and starts empty each run.
+        self.store = AUDIT_DIR.parent / "ktrail-bench-store" / "trail.db" if store else None
         self.p: subprocess.Popen[bytes] | None = None
+
+    def _clear_store(self) -> None:
+        if self.store is not None:
+            shutil.rmtree(self.store.parent, ignore_errors=True)
 
     def start(self) -> None:
         SCRATCH.mkdir(parents=True, exist_ok=True)
         self.out = SCRATCH / "ktrail.jsonl"
         self.out.unlink(missing_ok=True)
+        self._clear_store()
+        store = [] if self.store is None else ["--store", str(self.store)]
         t0 = time.perf_counter()
         self.p = subprocess.Popen(
             [sys.executable, "-m", "ktrail", "run", "--format", "json", "--output", str(self.out),
-             "--rotate-size", "100G", "--stats-interval", "0", *self.args],
+             "--rotate-size", "100G", "--stats-interval", "0", *store, *self.args],
             stderr=subprocess.PIPE)
         assert self.p.stderr is not None
         err = []
@@ -124,6 +132,7 @@ class Ktrail(Tracer):
         stats = json.loads(last)["stats"]
         assert stats["final"], "the last record is the final stats record"
         k, r = stats["kernel"], stats["reader"]
+        self._clear_store()
         return Measurement(
             startup_s=self.startup_s, cpu_s=cpu - self.cpu0, peak_rss_mb=rss,
             delivered=stats["output_events"], lost=k["dropped_total"],
@@ -131,7 +140,8 @@ class Ktrail(Tracer):
             reconciled=r["unreconciled"] == 0,
             detail={"attempted": k["attempted"], "read": r["records"],
                     "unreconciled": r["unreconciled"],
-                    "alerts": (stats.get("detection") or {}).get("alerts")},
+                    "alerts": (stats.get("detection") or {}).get("alerts"),
+                    "store": stats.get("store")},
         )
 
 
