@@ -70,7 +70,8 @@ def _reap(p: subprocess.Popen[Any], sig: int, timeout: float = 120) -> tuple[flo
             return ru.ru_utime + ru.ru_stime, rss
         if time.monotonic() > deadline:
             p.kill()
-            raise BenchError(f"{p.args[0]} did not stop within {timeout:.0f} s")
+            p.wait()
+            raise BenchError(f"{p.args[0]} did not stop within {timeout:.0f} s (killed)")
         time.sleep(0.02)
 
 
@@ -284,6 +285,13 @@ class Auditd(Tracer):
         self.note = self.state.restore()
 
 
+def _wchan(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return ""
+
+
 def _kthread(name: str) -> int | None:
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -319,7 +327,12 @@ class Bpftrace(Tracer):
         with self.err.open("wb") as err:
             self.p = subprocess.Popen(["bpftrace", "-o", str(self.out), str(self.script)],
                                       stdout=subprocess.DEVNULL, stderr=err)
-        while not (self.out.exists() and b"Attaching" in self.out.read_bytes()[:200]):
+        # "Attaching N probes" comes before the attaching, and a SIGINT while
+        # attaching can leave bpftrace hung. It is ready once it waits in its
+        # event loop (its file output is buffered, so a BEGIN line would not
+        # show in time).
+        while not (self.out.exists() and b"Attaching" in self.out.read_bytes()[:300]
+                   and _wchan(self.p.pid) == "do_epoll_wait"):
             if self.p.poll() is not None:
                 raise BenchError(f"bpftrace exited with {self.p.returncode}: "
                                  f"{self.err.read_text()[-2000:]}")
