@@ -24,6 +24,7 @@ import equivalents
 
 SCRATCH = Path("/dev/shm/ktrail-bench")  # tracer outputs: tmpfs, so no disk noise
 AUDIT_DIR = Path("/var/tmp/ktrail-bench-audit")  # auditd writes to disk, as deployed
+STORE_DIR = Path("/var/tmp/ktrail-bench-store")  # so does ktrail's trail store
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -98,7 +99,7 @@ class Ktrail(Tracer):
         self.name = name
         self.args = args
         # The trail store goes to disk, as deployed, and starts empty each run.
-        self.store = AUDIT_DIR.parent / "ktrail-bench-store" / "trail.db" if store else None
+        self.store = STORE_DIR / "trail.db" if store else None
         self.p: subprocess.Popen[bytes] | None = None
 
     def _clear_store(self) -> None:

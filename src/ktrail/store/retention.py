@@ -24,6 +24,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from ktrail.store.schema import transaction
 from ktrail.store.timefmt import NS
 
 LOW_WATER = 0.9
@@ -83,16 +84,10 @@ class Retention:
 
     def _delete(self, conn: sqlite3.Connection, select_ids: str, params: tuple,
                 cutoff: int) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             n = conn.execute(f"DELETE FROM event_log WHERE id IN ({select_ids})", params).rowcount
             a = conn.execute("DELETE FROM alerts WHERE time < ?", (cutoff,)).rowcount
             p = conn.execute("DELETE FROM processes WHERE end_time < ?", (cutoff,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.deleted["events"] += n
         self.deleted["alerts"] += a
         self.deleted["processes"] += p
@@ -102,17 +97,11 @@ class Retention:
         """Contexts no event refers to any more. The writer forgets its cache of
         contexts after this, so no new event points at a deleted one."""
         oldest = conn.execute("SELECT min(time) FROM event_log").fetchone()[0]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             n = conn.execute(
                 "DELETE FROM contexts WHERE time < ? AND NOT EXISTS "
                 "(SELECT 1 FROM event_log WHERE ctx = contexts.id)",
                 (oldest if oldest is not None else 2**62,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.deleted["contexts"] += n
 
     @staticmethod

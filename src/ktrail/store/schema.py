@@ -9,12 +9,13 @@ ktrail is refused with a StoreError naming the path, and never modified.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -214,10 +215,26 @@ def check_identity(conn: sqlite3.Connection, path: str) -> int:
     return version
 
 
-def migrate(conn: sqlite3.Connection, path: str) -> int:
-    """Brings the store to LATEST in one transaction; returns the version it had."""
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back if anything in it fails (the
+    connection is in autocommit mode, so transactions are explicit)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolls back by itself after some errors
+        raise
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Brings the store to LATEST in one transaction; returns the version it had."""
+    with transaction(conn):
         version = check_identity(conn, path)
         for step in range(version, LATEST):
             m = MIGRATIONS[step]
@@ -229,11 +246,6 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
         if version < LATEST:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {LATEST}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return version
 
 

@@ -40,7 +40,7 @@ from ktrail.store.rows import (
     RowBuilder,
     seed_rows,
 )
-from ktrail.store.schema import StoreError, open_writer
+from ktrail.store.schema import StoreError, open_writer, transaction
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 Item = tuple[list[Event], list[Event], bytes | None]
@@ -113,23 +113,20 @@ class StoreWriter:
         rows = seed_rows(seed, self.boot, self.booted_ns)
         conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(UPSERT_SEEN, rows)
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS live (exec_id TEXT PRIMARY KEY)")
-            conn.execute("DELETE FROM temp.live")
-            conn.executemany("INSERT OR IGNORE INTO temp.live VALUES (?)",
-                             [(r[1],) for r in rows])
-            # Their exit was not seen: end_time is when they were found gone,
-            # exit_code and exit_signal stay null.
-            conn.execute(
-                "UPDATE processes SET end_time = ? WHERE end_time IS NULL AND "
-                "(boot != ? OR exec_id NOT IN (SELECT exec_id FROM temp.live))",
-                (time.time_ns(), self.boot))
-            conn.execute("DROP TABLE temp.live")
-            conn.execute("COMMIT")
+            with transaction(conn):
+                conn.executemany(UPSERT_SEEN, rows)
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS live (exec_id TEXT PRIMARY KEY)")
+                conn.execute("DELETE FROM temp.live")
+                conn.executemany("INSERT OR IGNORE INTO temp.live VALUES (?)",
+                                 [(r[1],) for r in rows])
+                # Their exit was not seen: end_time is when they were found gone,
+                # exit_code and exit_signal stay null.
+                conn.execute(
+                    "UPDATE processes SET end_time = ? WHERE end_time IS NULL AND "
+                    "(boot != ? OR exec_id NOT IN (SELECT exec_id FROM temp.live))",
+                    (time.time_ns(), self.boot))
+                conn.execute("DROP TABLE temp.live")
         except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             self._report(e, 0)  # processes, not events: the trail is not short
         self.rows.seen.update((r[1], None) for r in rows)
         # The writer hands the GIL back and forth for every row it inserts
@@ -264,22 +261,20 @@ class StoreWriter:
                     alert_rows += self.rows.alerts(alerts, now)
             t_sql = time.perf_counter()
             self.rows_s += t_sql - t_rows
-            conn.execute("BEGIN IMMEDIATE")
-            if contexts:
-                conn.executemany(INSERT_CONTEXT, contexts)
-            conn.executemany(INSERT_EVENT, event_rows)
-            if seen:
-                conn.executemany(UPSERT_SEEN, seen)
-            if execs:
-                conn.executemany(UPSERT_EXEC, execs)
-            if exits:
-                conn.executemany(UPSERT_EXIT, exits)
-            if alert_rows:
-                conn.executemany(INSERT_ALERT, alert_rows)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                if contexts:
+                    conn.executemany(INSERT_CONTEXT, contexts)
+                conn.executemany(INSERT_EVENT, event_rows)
+                if seen:
+                    conn.executemany(UPSERT_SEEN, seen)
+                if execs:
+                    conn.executemany(UPSERT_EXEC, execs)
+                if exits:
+                    conn.executemany(UPSERT_EXIT, exits)
+                if alert_rows:
+                    conn.executemany(INSERT_ALERT, alert_rows)
             self.sql_s += time.perf_counter() - t_sql
         except Exception as e:  # whatever it is, the sensor goes on
-            self._rollback()
             self.rows.forget()
             self._report(e, n_events)
             return
@@ -302,16 +297,8 @@ class StoreWriter:
             self.retention.enforce(self.conn)
             if self.retention.deleted["contexts"] != before:
                 self.rows.contexts.clear()  # none may point at a deleted row
-        except Exception as e:
-            self._rollback()
+        except Exception as e:  # retention rolled its transaction back
             self._report(e, 0)
-
-    def _rollback(self) -> None:
-        try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite rolls back by itself after some errors
 
     def _report(self, e: BaseException, lost: int) -> None:
         what, can_go_on = _error_kind(e)
