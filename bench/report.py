@@ -85,8 +85,28 @@ def markdown(r: dict[str, Any], stem: str) -> str:
                        f"{_n(s.get('peak_rss_mib'), '{:.0f}')} | "
                        f"{_n(s.get('bytes_per_event'), '{:.0f}')} |")
         out.append("")
-    left = r.get("leftover_programs")
-    out += [f"BPF programs left behind: {', '.join(left) if left else 'none'}.", ""]
+    if r.get("other_kernel"):
+        k = r["other_kernel"]
+        out += [f"## Unwatched syscalls on Linux {k['kernel']} (fentry), under qemu",
+                "",
+                "Debian 12's kernel booted with `tests/vm/boot.sh` (software emulation, "
+                f"{k['runs']} interleaved runs, iterations x{k['scale']}). CPU is the "
+                "workload's own user + system time (wait4); the guest's wall clock is "
+                "noisier under emulation. The sensor is pinned to the second vCPU.",
+                "",
+                "| workload | config | wall s | wall ratio (spread) | CPU s | "
+                "CPU ratio (spread) | CPU ns/syscall |",
+                "|---|---|---|---|---|---|---|"]
+        for row in k["rows"]:
+            w, c = row["wall_spread"], row["cpu_spread"]
+            out.append(f"| {row['title']} | {row['config']} | {row['wall_s']:.3f} | "
+                       f"{row['wall_ratio']:.2f} ({w[0]:.2f}-{w[1]:.2f}) | {row['cpu_s']:.3f} | "
+                       f"{row['cpu_ratio']:.2f} ({c[0]:.2f}-{c[1]:.2f}) | "
+                       f"{row['cpu_ns_per_syscall']:+,} |")
+        out += ["", *(f"- {c}: {line}" for c, line in k["ready"].items()), ""]
+    if "leftover_programs" in r:
+        left = r["leftover_programs"]
+        out += [f"BPF programs left behind: {', '.join(left) if left else 'none'}.", ""]
     return "\n".join(out)
 
 
