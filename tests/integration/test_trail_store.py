@@ -5,6 +5,7 @@ restart, a full disk, and a file that is not a store."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -177,7 +178,12 @@ def test_full_disk_is_reported_and_the_stream_goes_on(sensor, tiny_fs: Path,
     t = s.stop()
     assert t.returncode == 0, t.stderr
     warnings = [line for line in t.stderr.splitlines() if "disk full" in line]
-    assert len(warnings) == 1, t.stderr
+    # Once per episode: retention can free pages and writing resumes (and
+    # says so); the disk may fill again if other activity adds events.
+    episodes = [("full" if "disk full" in line else "again") for line in t.stderr.splitlines()
+                if "disk full" in line or "writing again" in line]
+    assert episodes[:1] == ["full"], t.stderr
+    assert all(a != b for a, b in itertools.pairwise(episodes)), t.stderr
     assert "stats.store.failed" in warnings[0] and "stream goes on" in warnings[0]
     st = t.final["store"]
     assert st["failed"] > 0 and st["errors"] > 0 and st["last_error"] == "disk full"

@@ -164,7 +164,7 @@ FALCO = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "falco-rul
 
 @pytest.mark.skipif(not FALCO.is_dir(), reason="../shared/fixtures is not on this machine")
 @pytest.mark.parametrize("name, at_least", [
-    ("falco_rules.yaml", 11), ("falco-incubating_rules.yaml", 16),
+    ("falco_rules.yaml", 13), ("falco-incubating_rules.yaml", 16),
     ("falco-sandbox_rules.yaml", 16),
 ])
 def test_upstream_falco_rules_load_or_name_what_is_missing(name: str, at_least: int) -> None:
@@ -189,8 +189,18 @@ def test_falco_rules_that_load_also_fire() -> None:
     benign = complete({"evt": {"type": "symlink", "syscall": "symlinkat", "retval": 0},
                        "proc": {"name": "ln"},
                        "file": {"target": "/etc/hostname", "path": "/tmp/h"}}, 2)
-    fired = [a["alert"]["rule"] for a in eng.process([symlink, memfd, benign])]
-    assert fired == ["Create Symlink Over Sensitive Files", "Fileless execution via memfd_create"]
+    # A server reading /etc/shadow 10 s after it started, and one 1 s after
+    # (Falco's proc_is_new: proc.duration <= 5 s).
+    def shadow_read(start: str, seq: int) -> dict:
+        return complete({"evt": {"type": "open", "syscall": "openat", "retval": 3},
+                         "proc": {"name": "nginx", "start_time": start},
+                         "file": {"path": "/etc/shadow", "flags": ["O_RDONLY"]}}, seq)
+    old_server = shadow_read("2025-12-31T23:59:50.000000000Z", 3)
+    new_server = shadow_read("2025-12-31T23:59:59.000000000Z", 4)
+    fired = [a["alert"]["rule"] for a in eng.process(
+        [symlink, memfd, benign, old_server, new_server])]
+    assert fired == ["Create Symlink Over Sensitive Files", "Fileless execution via memfd_create",
+                     "Read sensitive file trusted after startup"]
     # A rule on syscalls ktrail does not record is listed, not loaded to never fire.
     assert "Redirect STDOUT/STDIN to Network Connection in Container" not in {
         r.name for r in rs.rules}

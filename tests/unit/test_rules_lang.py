@@ -11,7 +11,7 @@ EXEC = {
              "parent": {"exe": "/usr/sbin/sshd", "comm": "sshd", "args": ["sshd: alice"]},
              "ancestors": [{"exe": "/usr/sbin/sshd", "comm": "sshd"},
                            {"exe": "/usr/lib/systemd/systemd", "comm": "systemd"}],
-             "uid": 1000},
+             "uid": 1000, "start_time": "2025-12-31T23:59:58.000000000Z"},
     "user": {"name": "alice", "uid": 1000},
     "container": None,
     "file": {"path": "/etc/cron.d/x", "flags": ["O_WRONLY", "O_CREAT"], "mode": "0644"},
@@ -53,6 +53,8 @@ def ok(cond: str, event=EXEC, **scope) -> bool:
     ("evt.error in (null, EINPROGRESS)", True),
     ("file.mode = 0644", True),               # digits against a string field
     ("(proc.name = sh or proc.name = bash) and not (user.uid = 0)", True),
+    ("proc.duration = 2000000001", True),     # across a year boundary, to the ns
+    ("proc.duration <= 5000000000", True),    # Falco's proc_is_new
 ])
 def test_operators(cond: str, want: bool) -> None:
     assert ok(cond) is want

@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ktrail.store.timefmt import Rfc3339Parser, TimeSyntaxError
+
 Event = dict[str, Any]
 Getter = Callable[[Event], Any]
 
@@ -100,6 +102,20 @@ def _dns_tld(e: Event) -> str | None:
     return q.rsplit(".", 1)[-1].lower() if q else None
 
 
+_TIME = Rfc3339Parser()
+
+
+def _proc_duration(e: Event) -> int | None:
+    # Falco's proc.duration: ns from the process's start to this event.
+    start, t = e["proc"].get("start_time"), e["evt"].get("time")
+    if not start or not t:
+        return None
+    try:
+        return _TIME(t) - _TIME(start)
+    except TimeSyntaxError:
+        return None
+
+
 # Derived native fields.
 DERIVED: dict[str, tuple[Getter, str]] = {
     "proc.cmdline": (_cmdline, "argv joined by spaces"),
@@ -108,6 +124,7 @@ DERIVED: dict[str, tuple[Getter, str]] = {
     "proc.pcmdline": (_pcmdline, "argv of the creating process, joined"),
     "proc.aname": (_aname_all, "names of all ancestors (any matches)"),
     "proc.aexe": (_aexe_all, "exes of all ancestors (any matches)"),
+    "proc.duration": (_proc_duration, "ns from the process's start to the event"),
     "file.name": (_file_name, "basename of file.path"),
     "file.directory": (_file_dir, "directory of file.path"),
     "dns.tld": (_dns_tld, "last label of dns.query, lower case"),
@@ -339,6 +356,7 @@ FALCO: dict[str, Getter] = {
     "proc.pcmdline": _pcmdline,
     "proc.aname": _aname_all,
     "proc.aexepath": _aexe_all,
+    "proc.duration": _proc_duration,
     "user.name": path_getter("user.name"),
     "user.uid": path_getter("user.uid"),
     "user.loginuid": path_getter("user.auid"),
