@@ -164,7 +164,7 @@ FALCO = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "falco-rul
 
 @pytest.mark.skipif(not FALCO.is_dir(), reason="../shared/fixtures is not on this machine")
 @pytest.mark.parametrize("name, at_least", [
-    ("falco_rules.yaml", 13), ("falco-incubating_rules.yaml", 16),
+    ("falco_rules.yaml", 13), ("falco-incubating_rules.yaml", 18),
     ("falco-sandbox_rules.yaml", 16),
 ])
 def test_upstream_falco_rules_load_or_name_what_is_missing(name: str, at_least: int) -> None:
@@ -263,3 +263,62 @@ def test_engines_do_not_share_state() -> None:
                     "proc": {"exec_id": "1:1"}}, i) for i in range(2)]
     a, b = Engine(rs), Engine(rs)
     assert len(a.process(ev)) == 1 and len(b.process(ev)) == 1
+
+
+def _connect(seq: int, comm: str, daddr: str, dport: int, proto: str = "tcp",
+             saddr: str = "10.0.0.2") -> dict:
+    return complete({"evt": {"type": "connect", "syscall": "connect", "retval": 0},
+                     "proc": {"name": comm},
+                     "net": {"family": "ipv4", "protocol": proto, "saddr": saddr,
+                             "sport": 40000 + seq, "daddr": daddr, "dport": dport}}, seq)
+
+
+@pytest.mark.skipif(not FALCO.is_dir(), reason="../shared/fixtures is not on this machine")
+def test_falco_network_rules_compare_addresses_as_networks() -> None:
+    rs = load([FALCO / "falco_rules.yaml", FALCO / "falco-incubating_rules.yaml"])
+    wanted = {"Unexpected UDP Traffic", "System procs network activity"}
+    eng = Engine(rs)
+    events = [
+        _connect(0, "collector", "203.0.113.5", 9999, "udp"),   # UDP, unexpected port
+        _connect(1, "collector", "127.0.0.1", 9999, "udp", saddr="127.0.0.1"),  # loopback
+        _connect(2, "resolver", "203.0.113.5", 53, "udp"),      # an expected UDP port
+        _connect(3, "sleep", "203.0.113.5", 443),               # coreutils on the network
+        _connect(4, "curl", "203.0.113.5", 443),                # a network client
+    ]
+    fired = [(a["alert"]["rule"], a["proc"]["name"]) for a in eng.process(events)
+             if a["alert"]["rule"] in wanted]
+    assert fired == [("Unexpected UDP Traffic", "collector"),
+                     ("System procs network activity", "sleep")]
+
+
+@pytest.mark.parametrize("cond, want", [
+    ('fd.net = "127.0.0.0/8"', False),
+    ('fd.net != "127.0.0.0/8"', True),
+    ("fd.snet in (rfc_1918_addresses)", False),   # the server is 203.0.113.5
+    ("fd.cnet in (rfc_1918_addresses)", True),    # the client is 10.0.0.2
+    ('fd.rnet = "203.0.113.0/24" and fd.lnet = "10.0.0.0/8"', True),
+    ("fd.sip = 203.0.113.5 and fd.sport = 443 and fd.cip = 10.0.0.2", True),
+])
+def test_falco_address_fields_know_client_and_server(cond: str, want: bool) -> None:
+    rs = rules("""
+- list: rfc_1918_addresses
+  items: ['"10.0.0.0/8"', '"172.16.0.0/12"', '"192.168.0.0/16"']
+- rule: R
+  condition: evt.type = connect and COND
+  output: x
+  priority: WARNING
+""".replace("COND", cond), dialect="falco")
+    assert not rs.problems, rs.problems
+    fired = Engine(rs).process([_connect(0, "curl", "203.0.113.5", 443)])
+    assert bool(fired) is want
+
+
+def test_falco_network_field_with_a_bad_network_is_a_placed_problem() -> None:
+    rs = rules("""
+- rule: R
+  condition: evt.type = connect and fd.net = "300.0.0.0/8"
+  output: x
+  priority: WARNING
+""", dialect="falco")
+    [p] = rs.problems
+    assert "fd.net" in str(p) and "300.0.0.0/8" in str(p)

@@ -9,6 +9,7 @@ remains per event is a chain of closure calls.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os.path
 import re
 from collections.abc import Callable, Mapping
@@ -248,6 +249,8 @@ class Compiler:
         op = node.op
         if op == "exists":
             return lambda e: get(e) is not None
+        if self.scope.dialect == "falco" and node.left.field in F.NETWORK_FIELDS:
+            return self._in_networks(node, get)
         if node.values is not None:
             items = self._list_values(node.values)
             if op == "in":
@@ -328,6 +331,32 @@ class Compiler:
             return _any(get, lambda v: isinstance(v, str) and rx.search(v) is not None)
         raise CompileError(f"operator {op!r} is not supported", raw.col, self._where,
                            unsupported=f"operator {op}")
+
+
+    def _in_networks(self, node: Compare, get: Callable[[dict[str, Any]], Any]) -> Predicate:
+        """`=`, `!=` and `in` on an address field mean membership of networks."""
+        if node.op not in ("=", "==", "!=", "in") or node.left.transforms:
+            raise CompileError(f"{node.left.field} takes =, != or in with networks",
+                               node.left.col, self._where, unsupported=f"{node.left.field} "
+                               f"{node.op}")
+        texts = ([str(x) for x in self._list_values(node.values)] if node.values is not None
+                 else [node.value.text] if node.value is not None else [])
+        try:
+            # Falco's own lists quote their networks: ['"10.0.0.0/8"', ...]
+            nets = [ipaddress.ip_network(t.strip("\"'"), strict=False) for t in texts]
+        except ValueError as e:
+            raise CompileError(f"{node.left.field}: {e}", node.left.col, self._where) from None
+
+        def inside(v: Any) -> bool:
+            try:
+                a = ipaddress.ip_address(v)
+            except ValueError:
+                return False
+            return any(a in n for n in nets)
+        match = _any(get, inside)
+        if node.op == "!=":
+            return lambda e: get(e) is not None and not match(e)
+        return match
 
 
 def compile_condition(node: Node, scope: Scope, where: str = "") -> Compiled:

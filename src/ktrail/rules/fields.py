@@ -301,6 +301,32 @@ def _open_mode(write: bool) -> Getter:
     return get
 
 
+# Falco's server and client ends: a process that connects (or sends a DNS
+# query) is the client, so the server is the remote end; after accept, bind
+# or listen it is the server.
+_CLIENT_TYPES = frozenset({"connect", "dns"})
+
+
+def _end(server: bool, what: str) -> Getter:
+    def get(e: Event) -> Any:
+        n = e.get("net")
+        if not n:
+            return None
+        remote = (e["evt"]["type"] in _CLIENT_TYPES) == server
+        return n.get(("d" if remote else "s") + what)
+    return get
+
+
+def _falco_ips(e: Event) -> list[str]:
+    n = e.get("net") or {}
+    return [a for a in (n.get("saddr"), n.get("daddr")) if a]
+
+
+# Fields whose values are IP addresses compared as networks: `fd.net =
+# "127.0.0.0/8"` asks whether the address is in 127.0.0.0/8.
+NETWORK_FIELDS = frozenset({"fd.net", "fd.snet", "fd.cnet", "fd.rnet", "fd.lnet"})
+
+
 def _falco_typechar(e: Event) -> Any:
     if e.get("file") is not None:
         return "f"
@@ -367,15 +393,24 @@ FALCO: dict[str, Getter] = {
     "fd.directory": lambda e: (os.path.dirname(n) if isinstance(n := _falco_fd_name(e), str)
                                and n.startswith("/") else None),
     "fd.nameraw": _falco_fd_name,
-    "fd.ip": lambda e: [a for a in ((e.get("net") or {}).get("saddr"),
-                                    (e.get("net") or {}).get("daddr")) if a],
-    "fd.sip": path_getter("net.saddr"),
-    "fd.sport": path_getter("net.sport"),
+    "fd.ip": _falco_ips,
+    "fd.sip": _end(True, "addr"),
+    "fd.sport": _end(True, "port"),
+    "fd.cip": _end(False, "addr"),
+    "fd.cport": _end(False, "port"),
     "fd.rip": path_getter("net.daddr"),
     "fd.rport": path_getter("net.dport"),
-    "fd.cip": path_getter("net.saddr"),
-    "fd.cport": path_getter("net.sport"),
+    "fd.lip": path_getter("net.saddr"),
     "fd.lport": path_getter("net.sport"),
+    "fd.port": lambda e: [x for x in ((e.get("net") or {}).get("sport"),
+                                      (e.get("net") or {}).get("dport")) if x is not None],
+    "fd.sockfamily": lambda e: {"ipv4": "ip", "ipv6": "ip", "unix": "unix"}.get(
+        (e.get("net") or {}).get("family") or ""),
+    "fd.net": _falco_ips,
+    "fd.snet": _end(True, "addr"),
+    "fd.cnet": _end(False, "addr"),
+    "fd.rnet": path_getter("net.daddr"),
+    "fd.lnet": path_getter("net.saddr"),
     "fd.l4proto": path_getter("net.protocol"),
     "evt.arg.newpath": path_getter("file.new_path"),
     "evt.arg.oldpath": path_getter("file.path"),
