@@ -4,6 +4,7 @@ alerts, with the process ancestry; rules reload on SIGHUP without loss."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,6 +136,10 @@ def test_acceptance_attacks_raise_their_alerts(sensor, tmp_path: Path) -> None:
             keys.write_bytes(before)
     trace = s.stop()
     fired = {e["alert"]["rule"] for e in trace.events}
+    # The exit summary counts alerts; with --alerts-only it does not say "0 written".
+    summary = trace.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"ktrail: \d+ events, (\d+) alerts, .*\d+ lost", summary), summary
+    assert int(summary.split(" alerts")[0].rsplit(" ", 1)[1]) == len(trace.events), summary
 
     [shadow] = alerts(trace, "Sensitive file read by an unexpected program")
     assert shadow["proc"]["name"] == "kitty" and shadow["proc"]["ancestors"]

@@ -283,8 +283,12 @@ def run(args: argparse.Namespace) -> int:
             stored = f", {st['written']} stored"
             if st["shed"] or st["failed"]:
                 stored += f" ({st['shed'] + st['failed']} not stored: see stats.store)"
-        print(f"ktrail: {final['events_total']} events, {final['output_events']} written"
-              f"{stored}, {lost} lost", file=sys.stderr, flush=True)
+        det = final.get("detection")
+        alerts = "" if det is None else f", {det['alerts']} alerts"
+        # With --alerts-only the output has only alerts: "0 written" would read as a fault.
+        written = "" if args.alerts_only else f", {final['output_events']} written"
+        print(f"ktrail: {final['events_total']} events{alerts}{written}{stored}, {lost} lost",
+              file=sys.stderr, flush=True)
         return 0
     finally:
         if uevents is not None:
