@@ -332,7 +332,6 @@ class Compiler:
         raise CompileError(f"operator {op!r} is not supported", raw.col, self._where,
                            unsupported=f"operator {op}")
 
-
     def _in_networks(self, node: Compare, get: Callable[[dict[str, Any]], Any]) -> Predicate:
         """`=`, `!=` and `in` on an address field mean membership of networks."""
         if node.op not in ("=", "==", "!=", "in") or node.left.transforms:
