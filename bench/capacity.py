@@ -20,7 +20,6 @@ from typing import Any
 from workloads import BIN
 
 from ktrail.decode.decoder import LossTracker, decode
-from ktrail.decode.ringbuf import READERS
 from ktrail.engine.clock import Clock
 from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher
@@ -31,6 +30,7 @@ from ktrail.output.formats import make_format
 from ktrail.output.target import Stream
 from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.rules import DEFAULT_RULES
+from ktrail.sources.ringbuf import READERS
 
 RATES = (25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000,
          1_000_000)

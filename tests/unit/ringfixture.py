@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from ktrail.decode.ringbuf import RawBatch
+from ktrail.decode.decoder import RawBatch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LIFECYCLE = FIXTURES / "lifecycle.ring"

@@ -16,6 +16,8 @@ import pytest
 
 from ktrail.bpf import object_path
 from ktrail.decode import schema
+from ktrail.events.model import StrKind, SysFlags
+from ktrail.events.registry import EventType, Syscall
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def _dtype_fields(dtype: np.dtype) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize("etype", list(schema.RECORDS))
-def test_record_layout_matches_btf(btf: dict[str, Any], etype: schema.EventType) -> None:
+def test_record_layout_matches_btf(btf: dict[str, Any], etype: EventType) -> None:
     dtype, cname = schema.RECORDS[etype]
     struct = btf["by_name"][("STRUCT", cname)]
     c_fields = _flatten(btf, struct)
@@ -98,12 +100,12 @@ def test_stats_matches_btf(btf: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("cenum", "pyenum", "prefix"),
     [
-        ("kt_event_type", schema.EventType, "KT_EVENT_"),
+        ("kt_event_type", EventType, "KT_EVENT_"),
         ("kt_exec_flags", schema.ExecFlags, "KT_EXEC_"),
         ("kt_fork_flags", schema.ForkFlags, "KT_FORK_"),
-        ("kt_str_kind", schema.StrKind, "KT_STR_"),
-        ("kt_sys_flags", schema.SysFlags, "KT_SYS_"),
-        ("kt_syscall", schema.Syscall, "KT_SC_"),
+        ("kt_str_kind", StrKind, "KT_STR_"),
+        ("kt_sys_flags", SysFlags, "KT_SYS_"),
+        ("kt_syscall", Syscall, "KT_SC_"),
     ],
 )
 def test_enums_match_btf(btf: dict[str, Any], cenum: str, pyenum: Any, prefix: str) -> None:
@@ -113,7 +115,7 @@ def test_enums_match_btf(btf: dict[str, Any], cenum: str, pyenum: Any, prefix: s
 
 
 def test_sock_tuple_matches_btf(btf: dict[str, Any]) -> None:
-    from ktrail.decode import sockets
+    from ktrail.events import values as sockets
 
     struct = btf["by_name"][("STRUCT", "kt_sock_tuple")]
     assert struct["size"] == sockets.SOCK_TUPLE.itemsize == sockets._TUPLE.size

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from ringfixture import LIFECYCLE, read_fixture
 
-from ktrail.decode.decoder import Batch, LossTracker, decode
-from ktrail.decode.ringbuf import RawBatch
-from ktrail.decode.schema import EXEC, EXIT, FORK, HEADER, EventType, ExecFlags
+from ktrail.decode.decoder import Batch, LossTracker, RawBatch, decode
+from ktrail.decode.schema import EXEC, EXIT, FORK, HEADER, ExecFlags
+from ktrail.events.registry import EventType
 
 TYPE_OFF = HEADER.fields["type"][1]
 SEQ_OFF = HEADER.fields["seq"][1]

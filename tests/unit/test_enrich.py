@@ -11,11 +11,10 @@ import pytest
 from fakeproc import FakeProc
 from ringfixture import LIFECYCLE, read_fixture
 
-from ktrail.decode.decoder import Batch, decode
-from ktrail.decode.ringbuf import RawBatch
-from ktrail.decode.schema import EventType
+from ktrail.decode.decoder import Batch, RawBatch, decode
 from ktrail.engine.clock import Clock, ticks
 from ktrail.engine.enrich import Enricher, Event, decode_status, split_args
+from ktrail.events.registry import EventType
 from ktrail.process import ProcessTable, ProcFS, UserNames
 
 NAMES = {0: "root"}

@@ -14,13 +14,13 @@ import pytest
 from fakeproc import FakeProc
 from ringfixture import LIFECYCLE, read_fixture
 
-from ktrail.decode.decoder import decode
-from ktrail.decode.ringbuf import RawBatch
-from ktrail.decode.schema import TYPE_SLOTS, EventType
+from ktrail.decode.decoder import RawBatch, decode
+from ktrail.decode.schema import TYPE_SLOTS
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import EventFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
+from ktrail.events.registry import EventType
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
@@ -404,8 +404,8 @@ def test_rotating_file_flush_makes_data_visible(tmp_path: Path) -> None:
 
 def test_uevent_parsing_and_text() -> None:
     from ktrail.engine.clock import Clock
-    from ktrail.engine.uevents import parse, to_event
     from ktrail.output.formats import Text
+    from ktrail.sources.uevents import parse, to_event
 
     msg = (b"add@/devices/pci0000:00/usb1/1-1\0ACTION=add\0DEVPATH=/devices/pci0000:00/usb1/1-1"
            b"\0SUBSYSTEM=usb\0DEVNAME=bus/usb/001/002\0DEVTYPE=usb_device\0PRODUCT=781/5567/100"

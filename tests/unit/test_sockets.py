@@ -1,4 +1,4 @@
-"""decode/sockets.py: sockaddrs, kernel socket tuples, DNS questions."""
+"""events/values.py: sockaddrs, kernel socket tuples, DNS questions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 
 import dns.message
 
-from ktrail.decode import sockets
+from ktrail.events import values as sockets
 
 
 def test_sockaddr_ipv4_ipv6_unix_abstract() -> None:

@@ -1,9 +1,11 @@
-"""decode/syscalls.py: string slots, path resolution and argument decoding."""
+"""events/model.py: string slots, path resolution and argument decoding."""
 
 from __future__ import annotations
 
-from ktrail.decode import syscalls
-from ktrail.decode.schema import EventType, StrKind, SysFlags
+from ktrail.events import model as syscalls
+from ktrail.events.model import StrKind, SysFlags
+from ktrail.events.registry import BY_NAME
+from ktrail.events.values import open_flags
 
 
 def test_kernel_path_components_are_reversed() -> None:
@@ -40,32 +42,34 @@ def test_resolve() -> None:
 
 
 def test_fields_for_rename_and_utimes() -> None:
-    rename = syscalls.SPECS[EventType.RENAME]
+    rename = BY_NAME["rename"].decoding
     strs = ["a", "/tmp", "b", "/tmp"]
-    assert syscalls.fields(rename, [(-100) & (2**64 - 1), 0, 1, 0, 0, 0], strs, 0) == {
+    assert syscalls.decode_fields(rename, [(-100) & (2**64 - 1), 0, 1, 0, 0, 0], strs, 0) == {
         "path": "/tmp/a", "new_path": "/tmp/b", "flags": 1}
-    utimes = syscalls.SPECS[EventType.UTIMES]
+    utimes = BY_NAME["utimes"].decoding
     now = syscalls.UTIME_NOW
-    out = syscalls.fields(utimes, [0, 5, 7, 0, now, 0], ["/f", None, None, None], 0)
+    out = syscalls.decode_fields(utimes, [0, 5, 7, 0, now, 0], ["/f", None, None, None], 0)
     assert out == {"path": "/f", "atime": 5_000_000_007, "mtime": "now"}
-    omit = syscalls.fields(utimes, [0, 0, syscalls.UTIME_OMIT, 1, 0, 0], ["/f", None], 0)
+    omit = syscalls.decode_fields(utimes, [0, 0, syscalls.UTIME_OMIT, 1, 0, 0], ["/f", None], 0)
     assert omit["atime"] is None and omit["mtime"] == 1_000_000_000
 
 
 def test_truncated_path_is_flagged() -> None:
-    spec = syscalls.SPECS[EventType.UNLINK]
-    out = syscalls.fields(spec, [0] * 6, ["x" * 10, "/d"], SysFlags.TRUNCATED << 0)
+    spec = BY_NAME["unlink"].decoding
+    out = syscalls.decode_fields(spec, [0] * 6, ["x" * 10, "/d"], SysFlags.TRUNCATED << 0)
     assert out["path_truncated"] is True
 
 
 def test_open_flags_and_mode() -> None:
-    assert syscalls.open_flags(0) == ["O_RDONLY"]
-    assert syscalls.open_flags(0o1 | 0o100 | 0o1000) == ["O_WRONLY", "O_CREAT", "O_TRUNC"]
-    spec = syscalls.SPECS[EventType.CHMOD]
-    assert syscalls.fields(spec, [0, 0o104755, 0, 0, 0, 0], ["/bin/x", None], 0)["mode"] == "4755"
+    assert open_flags(0) == ["O_RDONLY"]
+    assert open_flags(0o1 | 0o100 | 0o1000) == ["O_WRONLY", "O_CREAT", "O_TRUNC"]
+    spec = BY_NAME["chmod"].decoding
+    out = syscalls.decode_fields(spec, [0, 0o104755, 0, 0, 0, 0], ["/bin/x", None], 0)
+    assert out["mode"] == "4755"
 
 
-def test_every_syscall_record_type_has_a_spec() -> None:
+def test_every_syscall_record_type_has_a_decoding() -> None:
     from ktrail.decode.schema import SYSCALL_TYPES
+    from ktrail.events.registry import KINDS
 
-    assert {int(t) for t in SYSCALL_TYPES} == set(syscalls.SPECS)
+    assert {int(t) for t in SYSCALL_TYPES} == {k.id for k in KINDS if k.decoding is not None}

@@ -13,13 +13,11 @@ from ktrail.cli.errors import CliError, parse_size
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
-from ktrail.decode.ringbuf import READERS
 from ktrail.engine.clock import Clock
 from ktrail.engine.detect import Detector, RulesError
 from ktrail.engine.enrich import Enricher
 from ktrail.engine.filters import EventFilter, IgnoreFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
-from ktrail.engine.uevents import UeventSource
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
 from ktrail.loader.profiles import PROFILES
@@ -29,6 +27,8 @@ from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.rules import DEFAULT_RULES
+from ktrail.sources.ringbuf import DEFAULT_READER, READERS
+from ktrail.sources.uevents import UeventSource
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
 from ktrail.store import StoreError
 from ktrail.store.retention import Retention
@@ -72,8 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", action="store_true", help="also report thread creation")
     p.add_argument("--ring-size", default="8M", metavar="SIZE",
                    help="kernel ring buffer size, rounded up to a power of two (default: 8M)")
-    p.add_argument("--reader", choices=tuple(READERS), default="mmap",
-                   help="ring reader: mmap (batch decode) or libbpf (poll loop fallback)")
+    p.add_argument("--reader", choices=tuple(READERS), default=DEFAULT_READER,
+                   help="ring reader: mmap (batch decode over the mapped ring; x86) or libbpf "
+                        f"(its consumer, with acquire loads) (default here: {DEFAULT_READER})")
     p.add_argument("--rules", action="append", default=[], metavar="FILE",
                    help="rule file loaded after the default rules (repeatable): it may add "
                         "rules, or append to, override or disable default ones")

@@ -11,8 +11,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ktrail.decode.ringbuf import RawBatch
 from ktrail.decode.schema import EXEC, HEADER, RECORDS, SYS
+
+
+@dataclass
+class RawBatch:
+    """Records copied out of the ring, in ring (i.e. reservation) order."""
+
+    buf: bytes
+    offsets: list[int]   # where each record starts in buf
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+EMPTY_RAW = RawBatch(b"", [], [])
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Python's view of bpf/ktrail.h, the kernel/userspace contract.
 
 Each record layout is a numpy structured dtype so whole batches decode in one
-call. tests/integration/test_contract.py checks every size, offset and enum
-value here against the BTF of the compiled object.
+call; the event and syscall ids come from the registry (ktrail.events).
+tests/unit/test_contract.py checks every size, offset and enum value here
+against the BTF of the compiled object.
 """
 
 from __future__ import annotations
@@ -11,80 +12,14 @@ import enum
 
 import numpy as np
 
+from ktrail.events.registry import KINDS, EventType
+
 COMM_LEN = 16
 ARGS_MAX = 4096
 PATH_MAX = 4096
 TYPE_SLOTS = 64
 SYS_STRS = 4
 STR_MAX = 4096
-
-
-class EventType(enum.IntEnum):
-    EXEC = 1
-    FORK = 2
-    EXIT = 3
-    OPEN = 10
-    CREATE = 11
-    UNLINK = 12
-    RMDIR = 13
-    RENAME = 14
-    LINK = 15
-    SYMLINK = 16
-    CHMOD = 17
-    CHOWN = 18
-    UTIMES = 19
-    TRUNCATE = 20
-    CONNECT = 21
-    ACCEPT = 22
-    BIND = 23
-    LISTEN = 24
-    DNS = 25
-    SETSID = 26
-    PRCTL = 27
-    KILL = 28
-    PTRACE = 29
-    MEMFD_CREATE = 30
-    EXEC_MEMORY = 31
-    SETUID = 32
-    PRIVILEGE_ESCALATION = 33
-    MODULE_LOAD = 34
-    BPF = 35
-    MOUNT = 36
-    UMOUNT = 37
-    NAMESPACE = 38
-    USERMODE_HELPER = 39
-    IO_URING = 40
-    DEVICE = 41  # kernel uevents (netlink), not a BPF record
-
-
-class StrKind(enum.IntEnum):
-    NONE = 0
-    USER = 1
-    DPATH = 2
-    BYTES = 3
-
-
-class SysFlags(enum.IntFlag):
-    TRUNCATED = 1       # << slot
-    PATH_ROOTED = 16    # << slot
-    CREATED = 256
-    WATCHED = 512
-
-
-# enum kt_syscall: the C names are the syscall names (KT_SC_<name>).
-Syscall = enum.IntEnum(
-    "Syscall",
-    [(name, i + 1) for i, name in enumerate((
-        "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename",
-        "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat", "chmod", "fchmod",
-        "fchmodat", "fchmodat2", "chown", "lchown", "fchown", "fchownat", "utime", "utimes",
-        "utimensat", "futimesat", "truncate", "ftruncate", "connect", "accept", "accept4",
-        "bind", "listen", "sendto", "sendmsg", "sendmmsg", "setsid", "prctl", "kill", "tkill",
-        "tgkill", "ptrace", "memfd_create", "mmap", "mprotect", "setuid", "setgid", "setreuid",
-        "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid", "capset", "init_module",
-        "finit_module", "delete_module", "bpf", "mount", "umount", "unshare", "setns",
-    ))],
-)
 
 
 class ExecFlags(enum.IntFlag):
@@ -168,24 +103,20 @@ SYS = np.dtype(
 )
 SYS_DATA_MAX = SYS_STRS * STR_MAX
 
-# Types carried by struct kt_sys_event. usermode_helper is derived from an
-# exec record (its KERNEL_SPAWNED flag), not a record of its own.
-SYSCALL_TYPES = frozenset(
-    t for t in EventType if t >= 10 and t not in (EventType.USERMODE_HELPER, EventType.DEVICE)
-)
-
 # struct kt_stats, one per CPU.
 STATS = np.dtype(
     [("seq", "<u8"), ("dropped", "<u8", (TYPE_SLOTS,)), ("forced_wakeups", "<u8")]
 )
 
-# Per event type: the dtype of its fixed part, and the C struct it mirrors.
+# Per event type with records of its own: the dtype of its fixed part, and
+# the C struct it mirrors (from the registry).
+_DTYPES = {"kt_exec_event": EXEC, "kt_fork_event": FORK, "kt_exit_event": EXIT,
+           "kt_sys_event": SYS}
 RECORDS: dict[EventType, tuple[np.dtype, str]] = {
-    EventType.EXEC: (EXEC, "kt_exec_event"),
-    EventType.FORK: (FORK, "kt_fork_event"),
-    EventType.EXIT: (EXIT, "kt_exit_event"),
-    **{t: (SYS, "kt_sys_event") for t in SYSCALL_TYPES},
+    EventType(k.id): (_DTYPES[k.record], k.record) for k in KINDS if k.record is not None
 }
+# Types carried by struct kt_sys_event.
+SYSCALL_TYPES = frozenset(t for t, (_, c) in RECORDS.items() if c == "kt_sys_event")
 
 # The dtypes above flatten the embedded header and rename clashing fields;
 # this maps back to the C member path for the contract test.

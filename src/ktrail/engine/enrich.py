@@ -8,25 +8,17 @@ ring order, so a child's exec is always applied after its parent's fork.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 from collections import OrderedDict
 from typing import Any
 
-from ktrail.decode import syscalls
 from ktrail.decode.decoder import Batch
-from ktrail.decode.schema import (
-    EXEC,
-    EXIT,
-    FORK,
-    SYS,
-    EventType,
-    ExecFlags,
-    ForkFlags,
-    Syscall,
-)
+from ktrail.decode.schema import EXEC, EXIT, FORK, SYS, ExecFlags, ForkFlags
 from ktrail.engine.clock import Clock, ticks
+from ktrail.events import model
+from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
+from ktrail.events.values import errno_name
 from ktrail.process import Process, ProcessTable, make_exec_id
 
 Event = dict[str, Any]
@@ -41,13 +33,15 @@ _S = {n: i for i, n in enumerate(SYS.names)}
 S_RETVAL, S_ARGS, S_SYSCALL, S_LEN, S_KIND, S_FLAGS = (
     _S[k] for k in ("retval", "args", "syscall", "str_len", "str_kind", "flags_sys")
 )
-SYSCALL_NAMES = {int(s): s.name for s in Syscall}
 TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
     _H[k] for k in ("type", "ts_ns", "seq", "start_ns", "cpu", "pid", "tid", "ppid", "uid",
                     "gid", "comm")
 )
 
-EVENT_NAMES = {int(t): t.name.lower() for t in EventType}
+EVENT_NAMES = {k.id: k.name for k in KINDS}
+# Syscall-backed types: how their records decode.
+DECODINGS: dict[int, tuple[str, model.Decoding]] = {
+    k.id: (k.name, k.decoding) for k in KINDS if k.decoding is not None}
 # Plain ints: IntFlag arithmetic is slow enough to show per event.
 _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _KERNEL_SPAWNED = int(ExecFlags.KERNEL_SPAWNED)
@@ -55,17 +49,12 @@ _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
 _THREAD = int(ForkFlags.THREAD)
 
 
-def _s(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+_s = model.text
 
 
 def _cstr(b: bytes) -> str:
     """A fixed-size C string field: stop at the first NUL (bytes after it are stale)."""
     return _s(b.split(b"\0", 1)[0])
-
-
-def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, f"E{code}")
 
 
 def signal_name(num: int) -> str:
@@ -118,11 +107,11 @@ class Enricher:
         out: list[Event] = []
         append = out.append
         tails = batch.tails
-        specs = syscalls.SPECS
+        decodings = DECODINGS
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
-            if t in specs:
-                append(self._sys(specs[t], r, tails[t][i]))
+            if t in decodings:
+                append(self._sys(decodings[t], r, tails[t][i]))
             elif t == EventType.EXEC:
                 ev = self._exec(r, tails[t][i])
                 if self.exec_events:
@@ -220,18 +209,20 @@ class Enricher:
         target["exe"] = p.exe if p else None
         target["comm"] = p.comm if p else None
 
-    def _sys(self, spec: syscalls.SysSpec, r: tuple, tail: bytes) -> Event:
+    def _sys(self, decoding: tuple[str, model.Decoding], r: tuple, tail: bytes) -> Event:
+        name, how = decoding
         flags = r[S_FLAGS]
+        syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
         # Sub-array fields stay numpy arrays through ndarray.tolist().
-        strs = syscalls.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
-        objs = syscalls.decode(spec, r[S_ARGS].tolist(), strs, flags)
-        for name in ("kill", "ptrace"):
-            if name in objs:
-                self._target(objs[name])
-        ev = self._base(spec.name, r, self._actor(r))
+        strs = model.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
+        objs = model.decode(how, r[S_ARGS].tolist(), strs, flags, syscall)
+        for obj in ("kill", "ptrace"):
+            if obj in objs:
+                self._target(objs[obj])
+        ev = self._base(name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]
-        evt["syscall"] = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
+        evt["syscall"] = syscall
         evt["retval"] = retval
         evt["error"] = errno_name(-retval) if retval < 0 else None
         ev.update(objs)

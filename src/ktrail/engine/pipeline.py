@@ -16,16 +16,15 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 
-from ktrail.decode.decoder import LossTracker, decode
-from ktrail.decode.ringbuf import RawBatch
+from ktrail.decode.decoder import LossTracker, RawBatch, decode
 from ktrail.engine.clock import Clock
 from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import EventFilter, IgnoreFilter
-from ktrail.engine.uevents import UeventSource
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import Format, JsonLines
 from ktrail.output.target import Target
+from ktrail.sources.uevents import UeventSource
 from ktrail.store.writer import StoreWriter
 
 

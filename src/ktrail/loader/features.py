@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ktrail.bpf import object_path
-from ktrail.decode.schema import Syscall
+from ktrail.events.registry import Syscall
 from ktrail.loader import libbpf
 
 MECHANISMS = ("tracepoint", "raw_tp", "tp_btf", "kprobe", "fentry", "lsm", "uprobe", "ringbuf",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ktrail.loader.catalog import CATALOG
+from ktrail.events.registry import BY_NAME, DEFAULT_EVENTS
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,11 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "default",
-            frozenset({"exec", "fork", "exit", "create", "open", "rename", "link", "symlink",
-                       "chmod", "chown", "utimes", "connect", "accept", "bind", "listen",
-                       "dns", "setsid", "prctl", "ptrace", "memfd_create", "setuid",
-                       "privilege_escalation", "module_load", "bpf", "mount", "umount",
-                       "namespace", "usermode_helper", "io_uring", "device"}),
+            DEFAULT_EVENTS,  # each type's `default` in the registry
             open_writes=False,
             description="always-on audit set: low volume, high value",
         ),
-        Profile("full", frozenset(CATALOG), open_writes=True, ptrace_all=True,
+        Profile("full", frozenset(BY_NAME), open_writes=True, ptrace_all=True,
                 raw_fallback=True, uring_all=True,
                 description="every event type, every open for writing, every ptrace "
                             "request"),

@@ -17,8 +17,9 @@ import numpy as np
 
 from ktrail.bpf import object_path
 from ktrail.config import Ignore
-from ktrail.decode.schema import STATS, EventType, Syscall
-from ktrail.decode.taskops import uring_mask
+from ktrail.decode.schema import STATS
+from ktrail.events.registry import EventType, Syscall
+from ktrail.events.values import uring_mask
 from ktrail.loader import features, libbpf
 from ktrail.loader.catalog import (
     CATALOG,
@@ -231,7 +232,7 @@ class Sensor:
             obj.map("kt_events").set_max_entries(self.ring_bytes)
             mask = 0
             for name in self.plan.hooks:
-                mask |= 1 << int(CATALOG[name].type)
+                mask |= 1 << CATALOG[name].id
             watching = bool(self.config.watch_paths) and "open" in self.plan.hooks
             ignore = self.config.ignore
             ignore_paths = bool(ignore.paths) and bool(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any, Protocol
 
 import orjson
+
+from ktrail.events.registry import summary
 
 Event = dict[str, Any]
 
@@ -50,28 +51,7 @@ class Text:
             who += f" < {parent['comm']}({parent.get('pid')})"
         uname = user.get("name") or user.get("uid")
         head = f"{evt['time'][11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
-        if etype == "exec":
-            x = e["exec"]
-            detail = shlex.join(x["args"]) if x["args"] else x["filename"]
-            if x["args_truncated"]:
-                detail += f" ...[{x['argc']} args, truncated]"
-            if x["error"]:
-                detail = f"{x['filename']} FAILED {x['error']}: {detail}"
-        elif etype == "fork":
-            c = e["fork"]["child"]
-            detail = f"-> {'thread' if e['fork']['thread'] else 'child'} {c['pid']}"
-        elif etype == "device":
-            d = e["device"]
-            detail = f"{d['action']} {d['subsystem'] or ''} {d['devpath']}"
-            if d["devname"]:
-                detail += f" (/dev/{d['devname']})"
-        elif etype == "exit":
-            x = e["exit"]
-            detail = f"signal {x['signal']}" if x["signal"] else f"code {x['code']}"
-            if x["core_dumped"]:
-                detail += " (core dumped)"
-        else:
-            detail = ""
+        detail = summary(e)
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
         return f"{head} {uname:<8} {who}{cont}  {detail}"
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ktrail.events.registry import FIELDS, KINDS
 from ktrail.store.timefmt import Rfc3339Parser, TimeSyntaxError
 
 Event = dict[str, Any]
@@ -150,45 +151,9 @@ def _ancestor_getter(what: str, n: int) -> Getter:
     return get
 
 
-# Every event field (docs/events.md; a unit test keeps the two equal). A
-# typo in a rule must be an error, not a condition that never matches.
-_KNOWN = """
-evt.type evt.time evt.seq evt.cpu evt.syscall evt.retval evt.error
-proc.pid proc.tid proc.ppid proc.exec_id proc.start_time proc.comm proc.exe proc.name
-proc.args proc.args_truncated proc.cwd proc.uid proc.gid proc.source proc.parent
-proc.parent.exec_id proc.parent.pid proc.parent.exe proc.parent.comm proc.parent.args
-proc.ancestors
-user.uid user.name user.euid user.egid user.auid container.id container.full_id
-exec.filename exec.args exec.argc exec.args_truncated exec.filename_truncated exec.retval
-exec.kernel_spawned exec.error
-fork.child.pid fork.child.tid fork.child.exec_id fork.thread
-exit.code exit.signal exit.signo exit.core_dumped exit.status exit.duration_ns
-file.path file.new_path file.target file.flags file.mode file.created file.watched file.uid
-file.gid file.atime file.mtime file.length
-net.family net.type net.protocol net.saddr net.sport net.daddr net.dport net.path net.backlog
-dns.query dns.qtype dns.id dns.malformed
-prctl.option prctl.name prctl.old_name
-kill.signal kill.signo kill.target.pid kill.target.tid kill.target.exec_id kill.target.exe
-kill.target.comm
-ptrace.request ptrace.request_num ptrace.target.pid ptrace.target.exec_id ptrace.target.exe
-ptrace.target.comm ptrace.addr ptrace.data
-memfd.name memfd.flags memory.addr memory.len memory.prot memory.flags memory.anonymous
-setuid.asked.real setuid.asked.effective setuid.asked.saved setuid.now.real
-setuid.now.effective setuid.now.saved setuid.caps.effective setuid.caps.permitted
-setuid.caps.inheritable
-privilege_escalation.euid_before privilege_escalation.uid privilege_escalation.euid
-privilege_escalation.suid
-module.file module.name module.params module.flags module.image_len
-bpf.cmd bpf.prog_type bpf.prog_name bpf.insn_cnt bpf.attach_type bpf.target_fd bpf.prog_fd
-bpf.tracepoint
-mount.source mount.fstype mount.target mount.flags
-namespace.op namespace.flags namespace.ns
-usermode_helper.exe usermode_helper.args
-io_uring.opcode io_uring.fd io_uring.user_data io_uring.path io_uring.flags
-device.action device.devpath device.subsystem device.devname device.devtype device.driver
-device.product device.seqnum device.env
-"""
-KNOWN = frozenset(_KNOWN.split())
+# Every event field, from the registry (docs/events.md is checked against it).
+# A typo in a rule must be an error, not a condition that never matches.
+KNOWN = frozenset(FIELDS)
 
 
 def native(name: str) -> Getter:
@@ -208,40 +173,8 @@ def native(name: str) -> Getter:
 
 # Falco's syscall names for each ktrail event type: `evt.type in (open,
 # openat)` in a Falco rule means our open and create events.
-FALCO_EVT_TYPES: dict[str, tuple[str, ...]] = {
-    "exec": ("execve", "execveat"),
-    "fork": ("clone", "clone3", "fork", "vfork"),
-    "exit": ("procexit",),
-    "open": ("open", "openat", "openat2", "creat"),
-    "create": ("open", "openat", "openat2", "creat"),
-    "unlink": ("unlink", "unlinkat"),
-    "rmdir": ("rmdir", "unlinkat"),
-    "rename": ("rename", "renameat", "renameat2"),
-    "link": ("link", "linkat"),
-    "symlink": ("symlink", "symlinkat"),
-    "chmod": ("chmod", "fchmod", "fchmodat"),
-    "chown": ("chown", "lchown", "fchown", "fchownat"),
-    "utimes": ("utimes", "utimensat", "futimesat"),
-    "truncate": ("truncate", "ftruncate"),
-    "connect": ("connect",),
-    "accept": ("accept", "accept4"),
-    "bind": ("bind",),
-    "listen": ("listen",),
-    "dns": ("sendto", "sendmsg", "sendmmsg"),
-    "setsid": ("setsid",),
-    "prctl": ("prctl",),
-    "kill": ("kill", "tkill", "tgkill"),
-    "ptrace": ("ptrace",),
-    "memfd_create": ("memfd_create",),
-    "exec_memory": ("mmap", "mprotect"),
-    "setuid": ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
-               "setfsuid", "setfsgid", "capset"),
-    "module_load": ("init_module", "finit_module", "delete_module"),
-    "bpf": ("bpf",),
-    "mount": ("mount",),
-    "umount": ("umount", "umount2"),
-    "namespace": ("unshare", "setns"),
-}
+FALCO_EVT_TYPES: dict[str, tuple[str, ...]] = {k.name: k.falco_names for k in KINDS
+                                                if k.falco_names}
 FALCO_TO_TYPES: dict[str, set[str]] = {}
 for _t, _names in FALCO_EVT_TYPES.items():
     for _n in _names:

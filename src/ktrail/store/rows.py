@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ktrail.engine.clock import NS_PER_TICK
+from ktrail.events.registry import KINDS
 from ktrail.process import Process
 from ktrail.store.timefmt import Rfc3339Parser
 
@@ -62,13 +63,9 @@ UPSERT_EXIT = (
     "exit_code = excluded.exit_code, exit_signal = excluded.exit_signal"
 )
 
-# Where each type keeps its main path, when not in `file.path`.
-_PATH_OF = {
-    "exec": ("exec", "filename"),
-    "io_uring": ("io_uring", "path"),
-    "mount": ("mount", "target"),
-    "umount": ("mount", "target"),
-    "module_load": ("module", "file"),
+# Where each type keeps its main path (the `path` column): (object, key).
+_PATH_OF: dict[str, tuple[str, str]] = {
+    k.name: (obj, key) for k in KINDS if k.path for obj, key in [k.path.split(".", 1)]
 }
 
 
@@ -162,13 +159,9 @@ class RowBuilder:
             p = e["proc"]
             u = e["user"]
             c = e["container"]
-            f = e.get("file")
-            if f is not None:
-                path = f.get("path")
-            else:
-                where = path_of.get(t)
-                obj = e.get(where[0]) if where else None
-                path = obj.get(where[1]) if obj else None
+            where = path_of.get(t)
+            obj = e.get(where[0]) if where else None
+            path = obj.get(where[1]) if obj else None
             n = e.get("net")
             addr, port = (n.get("daddr"), n.get("dport")) if n is not None else (None, None)
             exec_id = p["exec_id"]

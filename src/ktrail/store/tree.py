@@ -8,13 +8,13 @@ otherwise the caller gets the list.
 
 from __future__ import annotations
 
-import shlex
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from ktrail.events.registry import summary
 from ktrail.store.timefmt import to_rfc3339
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -121,44 +121,7 @@ def resolve(conn: sqlite3.Connection, target: str) -> tuple[int, str]:
 
 def summarise(e: dict[str, Any]) -> str:
     """One line for an event, as an investigator reads it."""
-    t = e["evt"]["type"]
-    err = e["evt"].get("error")
-    f = e.get("file") or {}
-    n = e.get("net") or {}
-    if t == "exec":
-        x = e["exec"]
-        text = shlex.join(x["args"]) if x.get("args") else x.get("filename", "")
-        if x.get("error"):
-            text = f"{x.get('filename')} FAILED {x['error']}: {text}"
-        return f"exec {text}"
-    if t in ("rename", "link"):
-        text = f"{t} {f.get('path')} -> {f.get('new_path')}"
-    elif t == "symlink":
-        text = f"symlink {f.get('path')} -> {f.get('target')}"
-    elif t == "chmod":
-        text = f"chmod {f.get('mode')} {f.get('path')}"
-    elif f:
-        text = f"{t} {f.get('path')}"
-    elif t == "dns":
-        d = e.get("dns") or {}
-        text = f"dns {d.get('query')} {d.get('qtype') or ''}".rstrip()
-    elif n:
-        if n.get("daddr") is not None:
-            peer = n["daddr"] if ":" not in str(n["daddr"]) else f"[{n['daddr']}]"
-            text = f"{t} {peer}:{n.get('dport')}"
-        elif n.get("path"):
-            text = f"{t} {n['path']}"
-        else:
-            text = f"{t} {n.get('saddr')}:{n.get('sport')}"
-    else:
-        obj = e.get(t) or next((v for k, v in e.items()
-                                if k not in ("evt", "proc", "user", "container")), None)
-        detail = ""
-        if isinstance(obj, dict):
-            detail = " ".join(f"{k}={v}" for k, v in list(obj.items())[:3]
-                              if not isinstance(v, dict | list))
-        text = f"{t} {detail}".rstrip()
-    return f"{text} ({err})" if err else text
+    return f"{e['evt']['type']} {summary(e)}".rstrip()
 
 
 def _fill(conn: sqlite3.Connection, node: Node, boot: int, max_events: int) -> None:

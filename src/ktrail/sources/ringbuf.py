@@ -4,7 +4,7 @@
 records are copied out in one slice and the consumer position is advanced at
 once, so the kernel gets its space back before any decoding happens.
 ``LibbpfRing`` uses libbpf's consumer with a callback per record: slower, kept
-as a fallback for kernels or platforms where the direct mapping misbehaves.
+as a fallback, and the default on CPUs other than x86 (see DEFAULT_READER).
 
 The kernel wakes the reader only past a fill threshold (the BPF side submits
 with BPF_RB_NO_WAKEUP otherwise), so ``wait`` also returns on a short timer.
@@ -15,33 +15,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
+import platform
 import select
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 
+from ktrail.decode.decoder import EMPTY_RAW as EMPTY
+from ktrail.decode.decoder import RawBatch
 from ktrail.loader import libbpf
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8  # struct bpf_ringbuf_hdr: u32 len (+ busy/discard bits), u32 pg_off
 _u32 = struct.Struct("<I")
-
-
-@dataclass
-class RawBatch:
-    """Records copied out of the ring, in ring (i.e. reservation) order."""
-
-    buf: bytes
-    offsets: list[int]   # where each record starts in buf
-    lengths: list[int]
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-
-EMPTY = RawBatch(b"", [], [])
 
 
 class MmapRing:
@@ -127,3 +114,7 @@ class LibbpfRing:
 
 
 READERS = {"mmap": MmapRing, "libbpf": LibbpfRing}
+# MmapRing reads the producer position with a plain load and then the record
+# headers: correct under x86-64's ordered loads, not on weakly ordered CPUs
+# (arm64, ppc64, riscv), where libbpf's reader uses acquire loads.
+DEFAULT_READER = "mmap" if platform.machine() in ("x86_64", "amd64", "i686") else "libbpf"

@@ -1,19 +1,30 @@
-"""Event objects for process, privilege and kernel syscall events.
-
-Builders for decode/syscalls.py: each takes the record's canonical arguments
-and string slots (see bpf/task.bpf.c and bpf/kernel.bpf.c) and returns the
-event's objects by name.
-"""
+"""Value decoders shared by the event families: flag names, ids, signals,
+socket addresses, kernel socket tuples and DNS questions, from raw arguments
+and slot bytes."""
 
 from __future__ import annotations
 
-import posixpath
+import errno
+import ipaddress
 import signal
+import socket
+import struct
 from typing import Any
 
-from ktrail.decode import sockets
+import dns.exception
+import dns.message
+import dns.rdatatype
+import numpy as np
 
-Objects = dict[str, dict[str, Any]]
+
+def signed64(v: int) -> int:
+    """A u64 argument as the signed value the syscall took (fds, -1 = unchanged)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, f"E{code}")
+
 
 _O_FLAGS = [
     (0o1, "O_WRONLY"), (0o2, "O_RDWR"), (0o100, "O_CREAT"), (0o200, "O_EXCL"),
@@ -77,11 +88,6 @@ CAPS = [
 UNSET = (1 << 32) - 1  # (u32)-1 as passed for "unchanged"
 
 
-def signed64(v: int) -> int:
-    """A u64 argument as the signed value the syscall took (fds, -1 = unchanged)."""
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
 def bits(value: int, table: list[tuple[int, str]]) -> list[str]:
     return [name for bit, name in table if value & bit == bit]
 
@@ -90,7 +96,7 @@ def caps(mask: int) -> list[str]:
     return [name for i, name in enumerate(CAPS) if mask >> i & 1]
 
 
-def _id(v: int) -> int | None:
+def unset_id(v: int) -> int | None:
     v &= 0xFFFFFFFF
     return None if v == UNSET else v
 
@@ -102,91 +108,8 @@ def signal_name(num: int) -> str:
         return f"SIG{num}" if num else "0"
 
 
-def setsid(args: list[int], strs: list[Any]) -> Objects:
-    return {"setsid": {}}
-
-
-def prctl(args: list[int], strs: list[Any]) -> Objects:
-    return {"prctl": {"option": "PR_SET_NAME", "name": strs[0], "old_name": strs[1]}}
-
-
-def kill(args: list[int], strs: list[Any]) -> Objects:
-    sig = args[1]
-    return {"kill": {"signal": signal_name(sig), "signo": sig,
-                     "target": {"pid": signed64(args[0]) or None, "tid": args[2] or None}}}
-
-
-def ptrace(args: list[int], strs: list[Any]) -> Objects:
-    req = args[0]
-    return {"ptrace": {"request": PTRACE_REQUESTS.get(req, str(req)), "request_num": req,
-                       "target": {"pid": signed64(args[1])}, "addr": args[2], "data": args[3]}}
-
-
-def memfd(args: list[int], strs: list[Any]) -> Objects:
-    return {"memfd": {"name": strs[0], "flags": bits(args[0], MFD)}}
-
-
-def exec_memory(args: list[int], strs: list[Any]) -> Objects:
-    anon = bool(args[3] & 0x20)
-    return {"memory": {"addr": args[0], "len": args[1], "prot": bits(args[2], PROT),
-                       "flags": bits(args[3], MAP), "anonymous": anon}}
-
-
-def setuid(args: list[int], strs: list[Any]) -> Objects:
-    return {"setuid": {"asked": {"real": _id(args[0]), "effective": _id(args[1]),
-                                 "saved": _id(args[2])},
-                       "now": {"real": args[3], "effective": args[4], "saved": args[5]}}}
-
-
-def capset(args: list[int], strs: list[Any]) -> Objects:
-    return {"setuid": {"caps": {"effective": caps(args[0]), "permitted": caps(args[1]),
-                                "inheritable": caps(args[2])}}}
-
-
-def escalation(args: list[int], strs: list[Any]) -> Objects:
-    return {"privilege_escalation": {"euid_before": args[0], "uid": args[1], "euid": args[2],
-                                     "suid": args[3]}}
-
-
-def module(args: list[int], strs: list[Any]) -> Objects:
-    return {"module": {"file": strs[0] if signed64(args[0]) != -1 else None,
-                       "name": strs[0] if signed64(args[0]) == -1 else None,
-                       "params": strs[1], "flags": args[1], "image_len": args[2] or None}}
-
-
-def bpf(args: list[int], strs: list[Any]) -> Objects:
-    cmd = args[0]
-    out: dict[str, Any] = {"cmd": BPF_CMDS.get(cmd, str(cmd))}
-    if cmd == 5:
-        ptype = args[1]
-        out.update(prog_type=BPF_PROG_TYPES[ptype] if ptype < len(BPF_PROG_TYPES) else ptype,
-                   prog_name=strs[0] or "", insn_cnt=args[2], attach_type=args[3])
-    elif cmd == 17:
-        out.update(tracepoint=strs[0], prog_fd=args[5])
-    else:
-        out.update(attach_type=args[3], target_fd=signed64(args[4]), prog_fd=args[5])
-    return {"bpf": out}
-
-
-def mount(args: list[int], strs: list[Any]) -> Objects:
-    return {"mount": {"source": strs[0], "fstype": strs[1], "flags": bits(args[0], MS)}}
-
-
-def umount(args: list[int], strs: list[Any]) -> Objects:
-    return {"mount": {"flags": bits(args[0], UMOUNT)}}
-
-
 NS_NAMES = {0x00020000: "mnt", 0x02000000: "cgroup", 0x04000000: "uts", 0x08000000: "ipc",
             0x10000000: "user", 0x20000000: "pid", 0x40000000: "net", 0x00000080: "time"}
-
-
-def namespace(args: list[int], strs: list[Any]) -> Objects:
-    if signed64(args[1]) == -1:
-        return {"namespace": {"op": "unshare", "flags": bits(args[0], CLONE_NS)}}
-    # setns: nstype 0 means "whatever the fd is"; the inode is the namespace id.
-    kind = NS_NAMES.get(args[0])
-    return {"namespace": {"op": "setns", "flags": bits(args[0], CLONE_NS),
-                          "ns": f"{kind or 'ns'}:[{args[2]}]" if args[2] else None}}
 
 
 # IORING_OP_* by value (include/uapi/linux/io_uring.h).
@@ -213,26 +136,110 @@ def uring_mask(all_ops: bool) -> int:
     return sum(1 << IORING_OPS.index(name) for name in IORING_SECURITY_OPS)
 
 
-def io_uring(args: list[int], strs: list[Any]) -> Objects:
 
-    op = args[0]
-    fd = signed64(args[1])
-    obj: dict[str, Any] = {
-        "opcode": f"IORING_OP_{IORING_OPS[op]}" if op < len(IORING_OPS) else str(op),
-        "fd": fd if fd >= 0 else None,
-        "user_data": args[2],
-        "path": None,
-    }
-    if strs[0] is not None:
-        given, base = strs[0], strs[1]
-        # Joined, not normalised, as for syscall paths (decode/syscalls.resolve).
-        obj["path"] = given if given.startswith("/") or base is None else posixpath.join(base,
-                                                                                        given)
-    if op < len(IORING_OPS) and IORING_OPS[op] in ("OPENAT", "OPENAT2"):
-        obj["flags"] = open_flags(args[4])
-        obj["fd"] = None  # the request's fd slot is not the open's; its dirfd is in the path
-    out: Objects = {"io_uring": obj}
-    asked, sock = sockets.sockaddr(strs[2]), sockets.sock_tuple(strs[3])
-    if asked or sock:
-        out["net"] = sockets.net_fields(asked, sock, asked_is_remote=True)
+# struct kt_sock_tuple (bpf/ktrail.h); checked against BTF by the contract test.
+SOCK_TUPLE = np.dtype(
+    [
+        ("family", "<u2"),
+        ("type", "<u2"),
+        ("protocol", "<u2"),
+        ("sport", "<u2"),
+        ("dport", "<u2"),
+        ("_pad", "<u2", (3,)),
+        ("saddr", "u1", (16,)),
+        ("daddr", "u1", (16,)),
+    ]
+)
+_TUPLE = struct.Struct("<HHHHH6x16s16s")
+
+FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6", socket.AF_UNIX: "unix",
+            socket.AF_NETLINK: "netlink", socket.AF_PACKET: "packet"}
+PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", socket.IPPROTO_ICMP: "icmp",
+             socket.IPPROTO_ICMPV6: "icmpv6", 132: "sctp", 0: None}
+TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_RAW: "raw",
+         socket.SOCK_SEQPACKET: "seqpacket"}
+
+
+def _addr(family: int, raw: bytes) -> str | None:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == socket.AF_INET6:
+        return str(ipaddress.IPv6Address(raw[:16]))
+    return None
+
+
+def sockaddr(raw: bytes | None) -> dict[str, Any] | None:
+    """A user sockaddr (as the caller passed it) -> family, addr, port / path."""
+    if not raw or len(raw) < 2:
+        return None
+    family = struct.unpack_from("<H", raw)[0]
+    out: dict[str, Any] = {"family": FAMILIES.get(family, str(family))}
+    if family == socket.AF_INET and len(raw) >= 8:
+        out["port"] = struct.unpack_from(">H", raw, 2)[0]
+        out["addr"] = _addr(family, raw[4:8])
+    elif family == socket.AF_INET6 and len(raw) >= 24:
+        out["port"] = struct.unpack_from(">H", raw, 2)[0]
+        out["addr"] = _addr(family, raw[8:24])
+    elif family == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":  # abstract namespace: shown with a leading '@'
+            out["path"] = "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+        else:
+            out["path"] = path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
     return out
+
+
+def sock_tuple(raw: bytes | None) -> dict[str, Any] | None:
+    """A kt_sock_tuple -> family, type, protocol, local and remote ends."""
+    if not raw or len(raw) < _TUPLE.size:
+        return None
+    family, stype, proto, sport, dport, saddr, daddr = _TUPLE.unpack_from(raw)
+    return {
+        "family": FAMILIES.get(family, str(family)),
+        "type": TYPES.get(stype & 0xF, str(stype)),
+        "protocol": PROTOCOLS.get(proto, str(proto)),
+        "saddr": _addr(family, saddr),
+        "sport": sport,
+        "daddr": _addr(family, daddr),
+        "dport": dport,
+    }
+
+
+def net_fields(asked: dict[str, Any] | None, sock: dict[str, Any] | None,
+               asked_is_remote: bool) -> dict[str, Any]:
+    """The `net` object: the kernel's view of the socket, with what the caller
+    asked for (a connect's destination, a bind's address) taking precedence."""
+    out: dict[str, Any] = {"family": None, "type": None, "protocol": None, "saddr": None,
+                           "sport": None, "daddr": None, "dport": None}
+    if sock:
+        out.update(sock)
+        if not sock["dport"] and sock["daddr"] in (None, "0.0.0.0", "::"):
+            out["daddr"] = out["dport"] = None  # not connected: no peer
+    if asked:
+        out["family"] = asked["family"]
+        if "path" in asked:
+            out["path"] = asked["path"]
+        if "addr" in asked:
+            addr, port = ("daddr", "dport") if asked_is_remote else ("saddr", "sport")
+            out[addr] = asked["addr"]
+            # Port 0 asks the kernel to choose; its choice is in the socket.
+            if asked["port"] or not out[port]:
+                out[port] = asked["port"]
+    return out
+
+
+def dns_query(payload: bytes | None, stream: bool) -> dict[str, Any] | None:
+    """The question of a DNS query (TCP payloads start with a 2-byte length)."""
+    if not payload:
+        return None
+    if stream:
+        payload = payload[2:]
+    try:
+        msg = dns.message.from_wire(payload, question_only=True)
+    except (dns.exception.DNSException, ValueError):
+        return {"id": None, "query": None, "qtype": None, "malformed": True}
+    if not msg.question:
+        return {"id": msg.id, "query": None, "qtype": None}
+    q = msg.question[0]
+    return {"id": msg.id, "query": q.name.to_text(omit_final_dot=True),
+            "qtype": dns.rdatatype.to_text(q.rdtype)}

@@ -1,0 +1,1 @@
+"""Where records come from: the BPF ring buffer and the kernel's uevents."""
