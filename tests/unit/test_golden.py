@@ -20,6 +20,7 @@ a run that rewrote them is never mistaken for a pass.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ from fakeproc import FakeProc
 from ringfixture import EVENTS, LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import decode
+from ktrail.decode.schema import EventType
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher
+from ktrail.loader.catalog import CATALOG
 from ktrail.output.formats import JsonLines
 from ktrail.process import ProcessTable, ProcFS, UserNames
 
@@ -46,6 +49,25 @@ def render(fixture: Path, proc_root: Path) -> bytes:
     clock.offset_ns = CLOCK_OFFSET_NS
     events = Enricher(table, clock).process(decode(read_fixture(str(fixture))))
     return JsonLines().encode(events)
+
+
+# What events.ring must hold (see record.py): every catalogue type this
+# machine can produce from the scenario's own process tree.
+EVENTS_TYPES = [
+    "exec", "fork", "exit",
+    "open", "create", "unlink", "rmdir", "rename", "link", "symlink", "chmod", "chown",
+    "utimes", "truncate",
+    "connect", "accept", "bind", "listen", "dns",
+    "setsid", "prctl", "kill", "ptrace", "memfd_create", "exec_memory", "setuid",
+    "privilege_escalation", "module_load", "bpf", "mount", "umount", "namespace",
+    "io_uring",
+]
+# Catalogue types no ring fixture of a scenario's process tree can hold.
+NOT_RECORDED = {
+    "device": "read from the kernel's uevent netlink socket, never from the BPF ring",
+    "usermode_helper": "a program the kernel starts: its parent is a kernel thread, "
+                       "outside the scenario's process tree",
+}
 
 
 def first_difference(expected: bytes, actual: bytes) -> str:
@@ -84,6 +106,26 @@ def test_json_output_is_unchanged(fixture: Path, tmp_path: Path) -> None:
                     f"{first_difference(expected, actual)}\n"
                     f"(if the change is intended, {UPDATE_ENV}=1 regenerates it)",
                     pytrace=False)
+
+
+def fixture_types(fixture: Path) -> set[str]:
+    # The type is the header's first u16 (bpf/ktrail.h): read it directly, so
+    # this test does not depend on the decoder the golden test checks.
+    raw = read_fixture(str(fixture))
+    return {EventType(struct.unpack_from("<H", raw.buf, off)[0]).name.lower()
+            for off in raw.offsets}
+
+
+def test_events_fixture_has_every_intended_type() -> None:
+    missing = sorted(set(EVENTS_TYPES) - fixture_types(EVENTS))
+    assert not missing, (f"{EVENTS.name} has no {', '.join(missing)} record: re-record it "
+                         "(tests/fixtures/record.py --scenario events)")
+
+
+def test_every_catalogue_type_is_in_the_fixture_or_explained() -> None:
+    # A new event type must be added to the events scenario, or here with why not.
+    assert not set(EVENTS_TYPES) & NOT_RECORDED.keys()
+    assert set(EVENTS_TYPES) | NOT_RECORDED.keys() == set(CATALOG)
 
 
 def test_first_difference_names_the_line() -> None:
