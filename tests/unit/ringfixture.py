@@ -11,6 +11,7 @@ from ktrail.decode.decoder import RawBatch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LIFECYCLE = FIXTURES / "lifecycle.ring"
+EVENTS = FIXTURES / "events.ring"
 
 
 def _load_record_module() -> ModuleType:
