@@ -20,17 +20,12 @@ from typing import Any
 from workloads import BIN
 
 from ktrail.decode.decoder import LossTracker, decode
-from ktrail.engine.clock import Clock
-from ktrail.engine.detect import Detector
-from ktrail.engine.enrich import Enricher
-from ktrail.engine.filters import EventFilter
-from ktrail.engine.pipeline import Pipeline, RunOptions
-from ktrail.loader.sensor import Sensor, SensorConfig
-from ktrail.output.formats import make_format
+from ktrail.engine.builder import SensorOptions, build
+from ktrail.loader.sensor import SensorConfig
+from ktrail.output.formats import JsonLines
 from ktrail.output.target import Stream
-from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.rules import DEFAULT_RULES
-from ktrail.sources.ringbuf import READERS
+from ktrail.sinks.output import OutputSink
 
 RATES = (25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000, 500_000, 750_000,
          1_000_000)
@@ -39,26 +34,24 @@ LAG_LIMIT_S = 0.25
 MODES = ("decode", "decode+table+json", "decode+table+rules+json")
 
 
-class Stage:
-    """One pipeline variant: drain() consumes what is in the ring, returns records read."""
+EVENTS = frozenset({"prctl", "exec", "fork", "exit"})
 
-    def __init__(self, mode: str, sensor: Sensor) -> None:
-        self.reader = READERS["mmap"](sensor.ring_fd, sensor.ring_bytes)
-        self.sensor = sensor
-        self.loss = LossTracker(sensor.kernel_stats().seq.shape[0])
-        self.drain: Callable[[], int]
-        if mode == "decode":
-            self.drain = self._decode_only
-            return
-        table = ProcessTable(ProcFS(), UserNames())
-        table.seed()
+
+class Stage:
+    """One pipeline variant, built as `ktrail run` builds it (engine/builder.py):
+    drain() consumes what is in the ring, returns records read."""
+
+    def __init__(self, mode: str) -> None:
         self.null = open(os.devnull, "wb")  # noqa: SIM115 - closed in close()
-        self.pipeline = Pipeline(
-            sensor, self.reader, "mmap", Enricher(table, Clock()),
-            make_format("json", color=False), Stream(self.null),
-            EventFilter(frozenset(), frozenset(), frozenset()), RunOptions(),
-            detector=Detector([DEFAULT_RULES]) if "rules" in mode else None)
-        self.drain = self._pipeline
+        self.built = build(SensorOptions(
+            sensor=SensorConfig(events=EVENTS), reader="mmap",
+            rule_files=[DEFAULT_RULES] if "rules" in mode else None,
+            sinks=[OutputSink(JsonLines(), Stream(self.null))]))
+        self.pipeline = self.built.pipeline
+        self.sensor = self.built.sensor
+        self.reader = self.pipeline.reader
+        self.loss = LossTracker(self.sensor.kernel_stats().seq.shape[0])
+        self.drain: Callable[[], int] = self._decode_only if mode == "decode" else self._pipeline
 
     def _decode_only(self) -> int:
         n = 0
@@ -73,13 +66,13 @@ class Stage:
         n = 0
         while k := self.pipeline.drain_once():
             n += k
-        self.pipeline.target.flush()
+        for sink in self.pipeline.sinks:
+            sink.tick()
         return n
 
     def close(self) -> None:
-        self.reader.close()
-        if hasattr(self, "null"):
-            self.null.close()
+        self.built.close()
+        self.null.close()
 
 
 def _storm(rate: int, secs: float) -> subprocess.Popen[str]:
@@ -124,12 +117,10 @@ def run(modes: tuple[str, ...] = MODES, rates: tuple[int, ...] = RATES,
     subprocess.run(["make", "-s", "-C", str(BIN), "storm"], check=True)
     own = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {1})
-    sensor = Sensor(SensorConfig(events=frozenset({"prctl", "exec", "fork", "exit"})))
-    sensor.start()
     out: dict[str, Any] = {"step_s": STEP_S, "lag_limit_s": LAG_LIMIT_S, "modes": {}}
     try:
         for mode in modes:
-            stage = Stage(mode, sensor)
+            stage = Stage(mode)
             steps = []
             try:
                 for rate in rates:
@@ -149,6 +140,5 @@ def run(modes: tuple[str, ...] = MODES, rates: tuple[int, ...] = RATES,
                 "cpu_at_max": best["cpu_core"] if best else None,
             }
     finally:
-        sensor.close()
         os.sched_setaffinity(0, own)
     return out

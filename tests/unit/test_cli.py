@@ -20,8 +20,8 @@ from ktrail.cli.errors import EXIT_ENV, CliError, parse_size
 from ktrail.cli.main import main
 from ktrail.engine.clock import NS_PER_TICK, USER_HZ, Clock, ticks
 from ktrail.engine.enrich import Event
-from ktrail.engine.filters import EventFilter
 from ktrail.loader import features
+from ktrail.sinks.output import EventFilter
 
 REAL_PREFLIGHT = features.preflight
 GUARD = "test guard: the kernel was about to be touched"
@@ -51,7 +51,7 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Machine:
     m = Machine()
     monkeypatch.setattr(features, "preflight", m.preflight)
     monkeypatch.setattr(features, "ensure_tracefs", m.ensure_tracefs)
-    monkeypatch.setattr(run_cmd, "Sensor", m.sensor)
+    monkeypatch.setattr(run_cmd, "build", m.sensor)  # the sensor is built there
     return m
 
 
@@ -181,20 +181,14 @@ def test_not_privileged(
     assert machine.calls == []
 
 
-class FakeSensor:
-    ring_fd = -1
-    ring_bytes = 1 << 20
-    closed = False
+class FakeBuild:
+    """Stands for engine.builder.build: records that the sensor would start."""
+
     started = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def start(self) -> None:
-        FakeSensor.started = True
-
-    def close(self) -> None:
-        FakeSensor.closed = True
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        FakeBuild.started = True
+        raise AssertionError("the sensor was built")
 
 
 @pytest.mark.parametrize("privileged", [False, True])
@@ -213,8 +207,8 @@ def test_output_in_missing_directory(
     if privileged:
         monkeypatch.setattr(features, "preflight", lambda: [])
         monkeypatch.setattr(features, "ensure_tracefs", lambda: "/sys/kernel/tracing")
-        monkeypatch.setattr(run_cmd, "Sensor", FakeSensor)
-        FakeSensor.started = False
+        monkeypatch.setattr(run_cmd, "build", FakeBuild())
+        FakeBuild.started = False
     else:
         monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
         monkeypatch.setattr(features.os, "geteuid", lambda: 1000)
@@ -222,7 +216,7 @@ def test_output_in_missing_directory(
     code, err = run_main(["run", "--output", str(target)], capsys)
     if privileged:
         assert_cli_error(code, err, f"--output {target}", "No such file or directory")
-        assert not FakeSensor.started  # a bad --output is refused before BPF is loaded
+        assert not FakeBuild.started  # a bad --output is refused before BPF is loaded
     else:
         assert_cli_error(code, err, "root")
     assert not target.parent.exists()
@@ -237,7 +231,7 @@ def test_output_in_missing_directory_as_this_user(
     if os.geteuid() == 0:
         monkeypatch.setattr(features, "preflight", lambda: [])
         monkeypatch.setattr(features, "ensure_tracefs", lambda: "/sys/kernel/tracing")
-        monkeypatch.setattr(run_cmd, "Sensor", FakeSensor)
+        monkeypatch.setattr(run_cmd, "build", FakeBuild())
     else:
         monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
         monkeypatch.setattr(features, "effective_caps", lambda: 0)

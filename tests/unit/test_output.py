@@ -18,13 +18,13 @@ from ktrail.decode.decoder import RawBatch, decode
 from ktrail.decode.schema import TYPE_SLOTS
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event
-from ktrail.engine.filters import EventFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.events.registry import EventType
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.sinks.output import OutputSink
 
 
 def make_enricher(tmp_path: Path) -> Enricher:
@@ -92,8 +92,8 @@ def run_pipeline(
     # The fixture's highest seq per CPU: 17 on CPU 0, 6 on CPU 1.
     sensor = FakeSensor([17, 6], drops)
     pipeline = Pipeline(
-        cast(Sensor, sensor), FakeReader([raw]), "mmap", make_enricher(tmp_path), JsonLines(),
-        Stream(out), EventFilter(), RunOptions(duration=0.0, stats_interval=0),
+        cast(Sensor, sensor), FakeReader([raw]), "mmap", make_enricher(tmp_path),
+        [OutputSink(JsonLines(), Stream(out))], RunOptions(duration=0.0, stats_interval=0),
     )
     final = pipeline.run()
     return final, out.getvalue()

@@ -6,29 +6,25 @@ import argparse
 import math
 import signal
 import sys
-import time
 from collections import Counter
 
 from ktrail.cli.errors import CliError, parse_size
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
-from ktrail.engine.clock import Clock
+from ktrail.engine.builder import SensorOptions, build
 from ktrail.engine.detect import Detector, RulesError
-from ktrail.engine.enrich import Enricher
-from ktrail.engine.filters import EventFilter, IgnoreFilter
-from ktrail.engine.pipeline import Pipeline, RunOptions
+from ktrail.engine.pipeline import RunOptions
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
 from ktrail.loader.profiles import PROFILES
-from ktrail.loader.sensor import MIN_RING_BYTES, Sensor, SensorConfig, SensorError
+from ktrail.loader.sensor import MIN_RING_BYTES, SensorConfig, SensorError
 from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
-from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.rules import DEFAULT_RULES
+from ktrail.sinks.output import EventFilter, OutputSink
 from ktrail.sources.ringbuf import DEFAULT_READER, READERS
-from ktrail.sources.uevents import UeventSource
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
 from ktrail.store import StoreError
 from ktrail.store.retention import Retention
@@ -200,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     problems = features.preflight()
     if problems:
         raise CliError("cannot trace on this machine:\n  " + "\n  ".join(problems))
-    target = _target(args, rotate_bytes)
+    output = OutputSink(fmt, _target(args, rotate_bytes),
+                        EventFilter(frozenset(args.pid), frozenset(args.comm),
+                                    frozenset(args.uid)), alerts_only=args.alerts_only)
     store = None
     if store_opts is not None:
         try:
@@ -208,51 +206,32 @@ def run(args: argparse.Namespace) -> int:
             store = StoreWriter(store_opts[0], store_opts[1])
         except StoreError as e:
             if not e.disk_full:
-                target.close()
+                output.close()
                 raise CliError(str(e)) from None
             # No room is no reason to stop recording: the stream goes on.
             print(f"ktrail: warning: {e}; the trail is not stored in this run (the output "
                   "stream goes on)", file=sys.stderr, flush=True)
     features.ensure_tracefs()
-    t0 = time.monotonic()
-    try:
-        sensor = Sensor(SensorConfig(
+    options = SensorOptions(
+        sensor=SensorConfig(
             events=events, ring_bytes=ring, trace_threads=args.threads,
             watch_paths=DEFAULT_WATCH + config.watch + tuple(args.watch),
             open_writes=profile.open_writes, ptrace_all=profile.ptrace_all,
             raw_fallback=profile.raw_fallback, uring_all=profile.uring_all,
-            ignore=config.ignore, syscall_hooks=args.syscall_hooks,
-        ))
-        sensor.start()
+            ignore=config.ignore, syscall_hooks=args.syscall_hooks),
+        run=RunOptions(duration=args.duration, stats_interval=args.stats_interval),
+        reader=args.reader, max_procs=args.max_procs, detector=detector,
+        sinks=[output], store=store)
+    try:
+        built = build(options)
     except SensorError as e:
-        target.close()
+        output.close()
         if store is not None:
             store.close()
         raise CliError(f"the sensor failed to start: {e}") from None
 
-    reader = None
-    uevents = None
     try:
-        reader = READERS[args.reader](sensor.ring_fd, sensor.ring_bytes)
-        table = ProcessTable(ProcFS(), UserNames(), max_entries=args.max_procs)
-        seeded = table.seed()  # after attach, so no process slips between the two
-        if store is not None:
-            store.start(table.processes())
-        if "device" in sensor.plan.hooks:
-            uevents = UeventSource(Clock())
-        pipeline = Pipeline(
-            sensor, reader, args.reader,
-            Enricher(table, Clock(), usermode_helpers="usermode_helper" in sensor.plan.hooks,
-                     exec_events="exec" in sensor.plan.hooks),
-            fmt, target,
-            EventFilter(frozenset(args.pid), frozenset(args.comm), frozenset(args.uid)),
-            RunOptions(duration=args.duration, stats_interval=args.stats_interval),
-            ignore=IgnoreFilter(config.ignore),
-            uevents=uevents,
-            detector=detector,
-            alerts_only=args.alerts_only,
-            store=store,
-        )
+        pipeline = built.pipeline
         signal.signal(signal.SIGINT, pipeline.stop)
         signal.signal(signal.SIGTERM, pipeline.stop)
         if detector is not None:
@@ -261,14 +240,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"ktrail: storing the trail in {store.path} (keeping "
                   f"{store.retention.describe()}); `ktrail query` and `ktrail tree` read it",
                   file=sys.stderr, flush=True)
+        sensor = built.sensor
         plan = sensor.plan
         mechanisms = Counter(h.mechanism for hooks in plan.hooks.values() for h in hooks)
         print(f"ktrail: tracing {len(plan.hooks)} event types ({', '.join(sorted(plan.hooks))})"
               f" with {len(sensor.attached)} programs "
               f"({', '.join(f'{m} {n}' for m, n in sorted(mechanisms.items()))} hooks); "
               f"ring {sensor.ring_bytes >> 10} KiB, "
-              f"{args.reader} reader; {seeded} processes from /proc; ready in "
-              f"{(time.monotonic() - t0) * 1000:.0f} ms ('ktrail doctor' shows the hooks)",
+              f"{args.reader} reader; {built.seeded} processes from /proc; ready in "
+              f"{built.ready_ms:.0f} ms ('ktrail doctor' shows the hooks)",
               file=sys.stderr, flush=True)
         if detector is not None:
             print(f"ktrail: {len(detector.engine.ruleset.rules)} detection rules"
@@ -292,11 +272,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 0
     finally:
-        if uevents is not None:
-            uevents.close()
-        if reader is not None:
-            reader.close()
-        sensor.close()
-        target.close()
+        built.close()
+        output.close()  # idempotent: run() closed the sinks unless it never started
         if store is not None:
             store.close()

@@ -275,6 +275,15 @@ class Enricher:
             self.context_evictions += 1
         return ctx
 
+    def count(self, events: list[Event]) -> None:
+        """Counts events made elsewhere (device events from uevents)."""
+        for ev in events:
+            self.counts[ev["evt"]["type"]] += 1
+
+    def tick(self) -> None:
+        """Housekeeping, about once a second: exited processes leave the table."""
+        self.table.expire(self.clock.now_boot_ns())
+
     def context_stats(self) -> dict[str, int]:
         return {"contexts": len(self._contexts), "contexts_max": self.max_contexts,
                 "context_evictions": self.context_evictions}

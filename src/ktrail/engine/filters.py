@@ -1,8 +1,6 @@
-"""Output filters (--pid, --comm, --uid).
-
-They apply after enrichment: the process table still sees every event, so the
-ancestry of what passes stays complete.
-"""
+"""The configuration's ignore lists, applied to enriched events before the
+rules and the sinks (the output's own --pid/--comm/--uid filters are in
+sinks/output.py)."""
 
 from __future__ import annotations
 
@@ -10,29 +8,6 @@ from dataclasses import dataclass
 
 from ktrail.config import Ignore
 from ktrail.engine.enrich import Event
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    pids: frozenset[int] = frozenset()
-    comms: frozenset[str] = frozenset()
-    uids: frozenset[int] = frozenset()
-
-    @property
-    def active(self) -> bool:
-        return bool(self.pids or self.comms or self.uids)
-
-    def match(self, e: Event) -> bool:
-        p = e["proc"]
-        if self.pids and p["pid"] not in self.pids:
-            return False
-        if self.comms and p["comm"] not in self.comms:
-            return False
-        return not (self.uids and p["uid"] not in self.uids)
-
-    def apply(self, events: list[Event]) -> list[Event]:
-        return [e for e in events if self.match(e)] if self.active else events
-
 
 # Reported whatever the ignore lists say.
 NEVER_IGNORED = frozenset({"privilege_escalation", "stats"})

@@ -1,4 +1,5 @@
-"""The run loop: ring -> decode -> enrich -> filter -> output, plus self-telemetry.
+"""The run loop: sources -> decode -> enrich -> ignore -> detect -> sinks, plus
+self-telemetry.
 
 The reader sleeps on the ring's epoll with a short timeout (the kernel only
 wakes it past a fill threshold), drains everything present, and hands the
@@ -14,18 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
-import orjson
-
 from ktrail.decode.decoder import LossTracker, RawBatch, decode
-from ktrail.engine.clock import Clock
 from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher, Event
-from ktrail.engine.filters import EventFilter, IgnoreFilter
+from ktrail.engine.filters import IgnoreFilter
 from ktrail.loader.sensor import KernelStats, Sensor
-from ktrail.output.formats import Format, JsonLines
-from ktrail.output.target import Target
+from ktrail.sinks.base import Batch, Sink
 from ktrail.sources.uevents import UeventSource
-from ktrail.store.writer import StoreWriter
 
 
 class Reader(Protocol):
@@ -51,36 +47,27 @@ class Pipeline:
         reader: Reader,
         reader_name: str,
         enricher: Enricher,
-        fmt: Format,
-        target: Target,
-        flt: EventFilter,
+        sinks: list[Sink],
         options: RunOptions,
         ignore: IgnoreFilter | None = None,
         uevents: UeventSource | None = None,
-        warn: TextIO = sys.stderr,
         detector: Detector | None = None,
-        alerts_only: bool = False,
-        store: StoreWriter | None = None,
+        warn: TextIO = sys.stderr,
     ) -> None:
         self.sensor = sensor
         self.reader = reader
         self.reader_name = reader_name
         self.enricher = enricher
-        self.fmt = fmt
-        self.target = target
-        self.filter = flt
+        self.sinks = sinks
         self.ignore = ignore
         self.uevents = uevents
         self.detector = detector
-        self.alerts_only = alerts_only
-        self.store = store
         self.options = options
         self.warn = warn
-        self.clock: Clock = enricher.clock
+        self.clock = enricher.clock
         self.loss = LossTracker(sensor.kernel_stats().seq.shape[0])
         self.batches = 0
         self.malformed = 0
-        self.output_events = 0
         self.stopping = False
         self._started = time.monotonic()
         self._reported_drops = 0
@@ -97,42 +84,27 @@ class Pipeline:
         self.batches += 1
         self.malformed += batch.malformed
         self.loss.update(batch)
-        events = self.enricher.process(batch)
-        if self.ignore is not None:
-            events = self.ignore.apply(events)
-        self._output(events)
+        self._deliver(self.enricher.process(batch))
         return len(raw)
 
-    def _output(self, events: list[Event]) -> None:
-        # Rules see every event; the output filters are for the reader. The
-        # store keeps the whole trail, like the rules.
+    def _deliver(self, events: list[Event]) -> None:
+        if self.ignore is not None:
+            events = self.ignore.apply(events)
+        # Rules see every event; the output's filters are for the reader.
         alerts = self.detector.process(events) if self.detector is not None else []
-        out = [] if self.alerts_only else self.filter.apply(events)
-        self.output_events += len(out)
-        if self.store is not None and (events or alerts):
-            if out is events and events and isinstance(self.fmt, JsonLines):
-                # Unfiltered JSON output: encode each event once, for both.
-                # One buffer: orjson's results each hold ~8 KiB until freed.
-                dumps = orjson.dumps
-                data = b"\n".join([dumps(e) for e in events]) + b"\n"
-                self.store.submit(events, alerts, data)
-                if alerts:
-                    data += b"".join([dumps(a) + b"\n" for a in alerts])
-                self.target.write(data)
-                return
-            self.store.submit(events, alerts)
-        if alerts:
-            out = out + alerts
-        if out:
-            self.target.write(self.fmt.encode(out))
+        if events or alerts:
+            batch = Batch(events, alerts)
+            for sink in self.sinks:
+                sink.submit(batch)
 
     def drain(self) -> None:
         while self.drain_once():
             pass
         if self.uevents is not None:
             devices = self.uevents.drain()
-            self.enricher.counts["device"] += len(devices)
-            self._output(devices)
+            if devices:
+                self.enricher.count(devices)
+                self._deliver(devices)
 
     def run(self) -> dict[str, Any]:
         opts = self.options
@@ -153,14 +125,13 @@ class Pipeline:
                     self.drain()
                     self.detector.maybe_reload()
                 self.drain()
-                self.target.flush()
+                for sink in self.sinks:
+                    sink.tick()
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + opts.loss_check_interval
-                    self.enricher.table.expire(self.clock.now_boot_ns())
-                    if self.sensor.watch is not None:
-                        # Watched files get new inodes when rewritten (/etc/shadow).
-                        self.sensor.watch.refresh()
+                    self.enricher.tick()
+                    self.sensor.tick()
                     self._check_loss()
                 if next_stats is not None and now >= next_stats:
                     next_stats = now + opts.stats_interval
@@ -174,11 +145,16 @@ class Pipeline:
             snapshot = self.sensor.kernel_stats()
             self.loss.cutoff = snapshot.seq
             self.drain()
-            if self.store is not None:
-                self.store.close()  # commits what is queued, so the counts are final
+            # Sinks that take no records (the store) finish first, so the
+            # final record has their final counts.
+            for sink in self.sinks:
+                if not sink.records:
+                    sink.close()
             self._check_loss(emit=False)
             final = self._emit_stats(ks=snapshot, final=True)
-            self.target.flush()
+            for sink in self.sinks:
+                if sink.records:
+                    sink.close()
         return final
 
     def _check_loss(self, emit: bool = True) -> None:
@@ -197,13 +173,15 @@ class Pipeline:
 
     def stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:
         ks = ks or self.sensor.kernel_stats()
-        table = self.enricher.table
+        enricher = self.enricher
+        table = enricher.table
+        sinks = {s.name: s for s in self.sinks}
         out: dict[str, Any] = {
             "final": final,
             "uptime_s": round(time.monotonic() - self._started, 3),
-            "events_total": sum(self.enricher.counts.values()),
-            "events": dict(self.enricher.counts),
-            "output_events": self.output_events,
+            "events_total": sum(enricher.counts.values()),
+            "events": dict(enricher.counts),
+            "output_events": getattr(sinks.get("output"), "written", 0),
             "kernel": {
                 "attempted": int(ks.seq.sum()),
                 "dropped": ks.dropped_by_type(),
@@ -218,13 +196,17 @@ class Pipeline:
                 "batches": self.batches,
                 "ring_bytes": self.reader.size,
             },
-            "proc_table": {**table.stats(), **self.enricher.context_stats()},
+            "proc_table": {**table.stats(), **enricher.context_stats()},
             "devices": None if self.uevents is None else {
                 "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),
             "detection": None if self.detector is None else self.detector.stats(),
-            "store": None if self.store is None else self.store.stats(),
+            "store": None,
         }
+        for name, sink in sinks.items():
+            st = sink.stats()
+            if st is not None:
+                out[name] = st
         if final:
             # After the last drain every record the kernel numbered was either
             # read or counted as dropped; anything else is unexplained loss.
@@ -241,6 +223,9 @@ class Pipeline:
     def _emit_stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:
         s = self.stats(ks, final)
         now = self.clock.now_boot_ns()
-        ev: Event = {"evt": {"type": "stats", "time": self.clock.rfc3339(now)}, "stats": s}
-        self.target.write(self.fmt.encode([ev]))
+        record = Batch([], records=[{"evt": {"type": "stats", "time": self.clock.rfc3339(now)},
+                                     "stats": s}])
+        for sink in self.sinks:
+            if sink.records:
+                sink.submit(record)
         return s

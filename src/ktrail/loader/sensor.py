@@ -287,6 +287,12 @@ class Sensor:
         assert self._obj is not None
         return self._obj.map("kt_events").fd
 
+    def tick(self) -> None:
+        """Housekeeping, about once a second: watched files get new inodes
+        when rewritten (/etc/shadow), so the watch list is looked up again."""
+        if self.watch is not None:
+            self.watch.refresh()
+
     def kernel_stats(self) -> KernelStats:
         assert self._obj is not None
         raw = self._obj.map("kt_stats").lookup_percpu(0, self._ncpus)
