@@ -30,9 +30,7 @@ _X = _H
 _F = {n: i for i, n in enumerate(FORK.names)}
 _E = {n: i for i, n in enumerate(EXIT.names)}
 _S = {n: i for i, n in enumerate(SYS.names)}
-S_RETVAL, S_ARGS, S_SYSCALL, S_LEN, S_KIND, S_FLAGS = (
-    _S[k] for k in ("retval", "args", "syscall", "str_len", "str_kind", "flags_sys")
-)
+S_RETVAL, S_SYSCALL, S_FLAGS = (_S[k] for k in ("retval", "syscall", "flags_sys"))
 TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
     _H[k] for k in ("type", "ts_ns", "seq", "start_ns", "cpu", "pid", "tid", "ppid", "uid",
                     "gid", "comm")
@@ -52,9 +50,18 @@ _THREAD = int(ForkFlags.THREAD)
 _s = model.text
 
 
+_COMMS: dict[bytes, str] = {}
+
+
 def _cstr(b: bytes) -> str:
-    """A fixed-size C string field: stop at the first NUL (bytes after it are stale)."""
-    return _s(b.split(b"\0", 1)[0])
+    """A fixed-size C string field (comm): stop at the first NUL (bytes after it
+    are stale). Cached: a host has few distinct comms, each seen per event."""
+    s = _COMMS.get(b)
+    if s is None:
+        if len(_COMMS) >= 4096:  # bounded; refilled from the next events
+            _COMMS.clear()
+        s = _COMMS[b] = _s(b.split(b"\0", 1)[0])
+    return s
 
 
 def signal_name(num: int) -> str:
@@ -104,6 +111,10 @@ class Enricher:
         if not len(batch):
             return []
         recs = {t: arr.tolist() for t, arr in batch.records.items()}
+        # kt_sys_event's array members, as lists for the whole batch at once
+        # (one numpy call per batch, not three per record).
+        arrays = {t: (arr["args"].tolist(), arr["str_len"].tolist(), arr["str_kind"].tolist())
+                  for t, arr in batch.records.items() if t in DECODINGS}
         out: list[Event] = []
         append = out.append
         tails = batch.tails
@@ -111,7 +122,8 @@ class Enricher:
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
             if t in decodings:
-                append(self._sys(decodings[t], r, tails[t][i]))
+                args, lens, kinds = arrays[t]
+                append(self._sys(decodings[t], r, tails[t][i], args[i], lens[i], kinds[i]))
             elif t == EventType.EXEC:
                 ev = self._exec(r, tails[t][i])
                 if self.exec_events:
@@ -209,13 +221,13 @@ class Enricher:
         target["exe"] = p.exe if p else None
         target["comm"] = p.comm if p else None
 
-    def _sys(self, decoding: tuple[str, model.Decoding], r: tuple, tail: bytes) -> Event:
+    def _sys(self, decoding: tuple[str, model.Decoding], r: tuple, tail: bytes,
+             args: list[int], lens: list[int], kinds: list[int]) -> Event:
         name, how = decoding
         flags = r[S_FLAGS]
         syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
-        # Sub-array fields stay numpy arrays through ndarray.tolist().
-        strs = model.slots(tail, r[S_LEN].tolist(), r[S_KIND].tolist(), flags)
-        objs = model.decode(how, r[S_ARGS].tolist(), strs, flags, syscall)
+        strs = model.slots(tail, lens, kinds, flags)
+        objs = model.decode(how, args, strs, flags, syscall)
         for obj in ("kill", "ptrace"):
             if obj in objs:
                 self._target(objs[obj])

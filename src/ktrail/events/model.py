@@ -141,16 +141,22 @@ def text(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
 
 
+_USER, _DPATH, _BYTES = int(StrKind.USER), int(StrKind.DPATH), int(StrKind.BYTES)
+_NO_STRINGS: list[Any] = [None] * 4
+
+
 def slots(tail: bytes, lens: list[int], kinds: list[int], flags: int) -> list[Any]:
     """The string slots of one record: str, an absolute path str, bytes or None."""
+    if not tail and not any(kinds):
+        return _NO_STRINGS[: len(kinds)]  # a new list
     out: list[Any] = []
     pos = 0
     for i, (n, kind) in enumerate(zip(lens, kinds, strict=True)):
         raw = tail[pos : pos + n]
         pos += n
-        if kind == StrKind.USER:
+        if kind == _USER:
             out.append(text(raw.split(b"\0", 1)[0]))
-        elif kind == StrKind.DPATH:
+        elif kind == _DPATH:
             parts = raw.split(b"\0")
             if parts and parts[-1] == b"":
                 parts.pop()
@@ -158,7 +164,7 @@ def slots(tail: bytes, lens: list[int], kinds: list[int], flags: int) -> list[An
             if not flags & (SysFlags.PATH_ROOTED << i):
                 path = "..." + path  # the walk stopped before the root
             out.append(path)
-        elif kind == StrKind.BYTES:
+        elif kind == _BYTES:
             out.append(raw)
         else:
             out.append(None)
