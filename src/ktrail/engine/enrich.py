@@ -90,6 +90,19 @@ def decode_status(status: int) -> dict[str, Any]:
             "core_dumped": False, "status": status}
 
 
+class _Context:
+    """What every event of one process image repeats, and the last `proc`
+    object made from it with the per-event fields that made it."""
+
+    __slots__ = ("container", "fields", "key", "proc")
+
+    def __init__(self, fields: dict[str, Any], container: dict[str, Any] | None) -> None:
+        self.fields = fields
+        self.container = container
+        self.key: tuple | None = None
+        self.proc: dict[str, Any] = {}
+
+
 class Enricher:
     def __init__(self, table: ProcessTable, clock: Clock, usermode_helpers: bool = True,
                  exec_events: bool = True, max_contexts: int = 16384) -> None:
@@ -103,7 +116,8 @@ class Enricher:
         # Event contexts of recently active processes, by exec_id. Bounded:
         # a context is ~2 KB, and most of a busy host's processes are idle,
         # so keeping one per tracked process would triple the table's memory.
-        self._contexts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._contexts: OrderedDict[str, _Context] = OrderedDict()
+        self._users: dict[int, dict[str, Any]] = {}  # uid -> the `user` object, shared
         self.max_contexts = max_contexts
         self.context_evictions = 0
 
@@ -170,10 +184,10 @@ class Enricher:
         ev = self._base("exec", r, proc)
         ev["exec"] = exec_
         exec_["kernel_spawned"] = bool(flags & _KERNEL_SPAWNED)
-        ev["user"]["euid"] = r[_X["euid"]]
-        ev["user"]["egid"] = r[_X["egid"]]
         auid = r[_X["auid"]]
-        ev["user"]["auid"] = None if auid == 0xFFFFFFFF else auid
+        # Its own user object: the shared one has no effective ids.
+        ev["user"] = {**ev["user"], "euid": r[_X["euid"]], "egid": r[_X["egid"]],
+                      "auid": None if auid == 0xFFFFFFFF else auid}
         return ev
 
     def _fork(self, r: tuple) -> Event:
@@ -242,7 +256,7 @@ class Enricher:
 
     # --- shared parts ---
 
-    def _context(self, p: Process, start_ns: int) -> dict[str, Any]:
+    def _context(self, p: Process, start_ns: int) -> _Context:
         """What every event of this process image repeats, built once.
 
         Parent and ancestors are described as they were when this process was
@@ -277,15 +291,14 @@ class Enricher:
                 "args": parent.args if parent else None,
             },
             "ancestors": ancestors,
-            "container": None if not p.container_id else {
-                "id": p.container_id[:12], "full_id": p.container_id,
-            },
         }
-        self._contexts[p.exec_id] = ctx
+        container = None if not p.container_id else {
+            "id": p.container_id[:12], "full_id": p.container_id}
+        c = self._contexts[p.exec_id] = _Context(ctx, container)
         if len(self._contexts) > self.max_contexts:
             self._contexts.popitem(last=False)
             self.context_evictions += 1
-        return ctx
+        return c
 
     def count(self, events: list[Event]) -> None:
         """Counts events made elsewhere (device events from uevents)."""
@@ -293,30 +306,36 @@ class Enricher:
             self.counts[ev["evt"]["type"]] += 1
 
     def tick(self) -> None:
-        """Housekeeping, about once a second: exited processes leave the table."""
+        """Housekeeping, about once a second: exited processes leave the
+        table, and user objects are made again (a renamed user shows)."""
         self.table.expire(self.clock.now_boot_ns())
+        self._users.clear()
 
     def context_stats(self) -> dict[str, int]:
         return {"contexts": len(self._contexts), "contexts_max": self.max_contexts,
                 "context_evictions": self.context_evictions}
 
     def _base(self, etype: str, r: tuple, p: Process) -> Event:
-        ctx = self._contexts.get(p.exec_id)
-        if ctx is None:
-            ctx = self._context(p, r[START])
+        c = self._contexts.get(p.exec_id)
+        if c is None:
+            c = self._context(p, r[START])
         else:
             self._contexts.move_to_end(p.exec_id)
-        uid = r[UID]
-        proc = {
-            "pid": r[PID],
-            "tid": r[TID],
-            "ppid": r[PPID],
-            "comm": _cstr(r[COMM]),
-            "uid": uid,
-            "gid": r[GID],
-        }
-        proc.update(ctx)
-        container = proc.pop("container")
+        # Consecutive events of a thread share one `proc` object (and so one
+        # JSON encoding per batch): made again only when a per-event field
+        # differs. Events are read-only after this stage.
+        key = (r[PID], r[TID], r[PPID], r[COMM], r[UID], r[GID])
+        proc = c.proc
+        if c.key != key:
+            proc = {"pid": key[0], "tid": key[1], "ppid": key[2], "comm": _cstr(key[3]),
+                    "uid": key[4], "gid": key[5]}
+            proc.update(c.fields)
+            c.key, c.proc = key, proc
+        user = self._users.get(key[4])
+        if user is None:
+            if len(self._users) >= 4096:
+                self._users.clear()
+            user = self._users[key[4]] = {"uid": key[4], "name": self.table.users.name(key[4])}
         return {
             "evt": {
                 "type": etype,
@@ -325,6 +344,6 @@ class Enricher:
                 "cpu": r[CPU],
             },
             "proc": proc,
-            "user": {"uid": uid, "name": self.table.users.name(uid)},
-            "container": container,
+            "user": user,
+            "container": c.container,
         }

@@ -15,14 +15,38 @@ class Format(Protocol):
     def encode(self, events: list[Event]) -> bytes: ...
 
 
+def json_lines(events: list[Event]) -> list[bytes]:
+    """Each event's JSON (no newline). A `proc` object that several events of
+    the list share (the enricher shares it between consecutive events of a
+    thread) is encoded once and spliced into the others as a fragment."""
+    dumps = orjson.dumps
+    fragment = orjson.Fragment
+    seen: dict[int, Any] = {}  # id(proc) -> None (seen once) or its fragment
+    out = []
+    append = out.append
+    for e in events:
+        p = e.get("proc")
+        if p is None:
+            append(dumps(e))
+            continue
+        f = seen.get(id(p), False)
+        if f is False:  # first sight: encoded with the event
+            seen[id(p)] = None
+            append(dumps(e))
+            continue
+        if f is None:
+            f = seen[id(p)] = fragment(dumps(p))
+        append(dumps({**e, "proc": f}))
+    return out
+
+
 class JsonLines:
     """One JSON object per line; the trail format, and what `--format json` gives."""
 
     def encode(self, events: list[Event]) -> bytes:
         if not events:
             return b""
-        dumps = orjson.dumps
-        return b"\n".join([dumps(e) for e in events]) + b"\n"
+        return b"\n".join(json_lines(events)) + b"\n"
 
 
 _COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}

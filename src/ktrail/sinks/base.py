@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from ktrail.output.formats import json_lines
+
 Event = dict[str, Any]
 
 
@@ -32,8 +34,7 @@ class Batch:
     def lines(self) -> list[bytes]:
         """Each event's JSON line (without the newline), encoded once."""
         if self._lines is None:
-            dumps = orjson.dumps
-            self._lines = [dumps(e) for e in self.events]
+            self._lines = json_lines(self.events)
         return self._lines
 
     def alert_lines(self) -> list[bytes]:
