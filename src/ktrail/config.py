@@ -32,7 +32,7 @@ import yaml
 from ktrail.cli.errors import CliError, parse_size
 from ktrail.loader.catalog import CATALOG
 from ktrail.loader.profiles import PROFILES
-from ktrail.store.timefmt import TimeSyntaxError, parse_duration
+from ktrail.units import TimeSyntaxError, parse_duration
 
 DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 

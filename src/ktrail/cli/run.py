@@ -32,8 +32,8 @@ from ktrail.rules import DEFAULT_RULES
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
 from ktrail.store import StoreError
 from ktrail.store.retention import Retention
-from ktrail.store.timefmt import TimeSyntaxError, parse_duration
 from ktrail.store.writer import StoreWriter
+from ktrail.units import TimeSyntaxError, parse_duration
 
 MIN_STORE_BYTES = 4 << 20
 

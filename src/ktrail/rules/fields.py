@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ktrail.store.timefmt import Rfc3339Parser, TimeSyntaxError
+from ktrail.units import Rfc3339Parser, TimeSyntaxError
 
 Event = dict[str, Any]
 Getter = Callable[[Event], Any]

@@ -16,7 +16,7 @@ import orjson
 
 from ktrail.engine.clock import NS_PER_TICK
 from ktrail.process import Process
-from ktrail.store.timefmt import Rfc3339Parser
+from ktrail.units import Rfc3339Parser
 
 Event = dict[str, Any]
 

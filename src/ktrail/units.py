@@ -1,8 +1,11 @@
-"""Times in the store: integer nanoseconds since the epoch (UTC).
+"""Units shared by every layer: sizes, durations and times, clock ticks.
 
-Events carry RFC 3339 strings (`2026-11-21T21:45:23.481076214Z`); the store
-keeps integers so that ranges compare as numbers and index compactly. The
-command line takes durations (`10m`, `2d`) or timestamps.
+This is the bottom of the package (tests/unit/test_layers.py): it imports
+nothing from ktrail, so that the configuration, the command line, the store,
+the engine and the rules can all use it without depending on each other.
+
+Parse errors are ValueError subclasses that say what is wrong with the text
+only; the caller prefixes the place (an option name, or FILE:LINE:COL).
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ import calendar
 import re
 import time
 from datetime import UTC, datetime
+
+# ---- durations and times ------------------------------------------------------------
+#
+# Times are integer nanoseconds since the epoch (UTC) wherever they are
+# compared or stored; events carry them as RFC 3339 strings
+# (`2026-11-21T21:45:23.481076214Z`). The command line and the
+# configuration take durations (`10m`, `2d`) or timestamps.
 
 NS = 1_000_000_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -112,3 +122,4 @@ def _parse_timestamp(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return calendar.timegm(dt.utctimetuple()) * NS + frac_ns
+
