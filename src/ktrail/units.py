@@ -123,3 +123,14 @@ def _parse_timestamp(text: str) -> int:
         dt = dt.replace(tzinfo=UTC)
     return calendar.timegm(dt.utctimetuple()) * NS + frac_ns
 
+# ---- clock ticks --------------------------------------------------------------------
+
+# /proc/PID/stat counts process start times in USER_HZ ticks since boot; the
+# process table keys processes by them, the store turns them back into ns.
+USER_HZ = 100
+NS_PER_TICK = NS // USER_HZ
+
+
+def ticks(boot_ns: int) -> int:
+    """start_boottime ns -> clock ticks, exactly as /proc/PID/stat reports it."""
+    return boot_ns // NS_PER_TICK

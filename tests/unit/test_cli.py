@@ -18,7 +18,7 @@ import pytest
 from ktrail.cli import run as run_cmd
 from ktrail.cli.errors import EXIT_ENV, CliError, parse_size
 from ktrail.cli.main import main
-from ktrail.engine.clock import NS_PER_TICK, USER_HZ, Clock, ticks
+from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Event
 from ktrail.engine.filters import EventFilter
 from ktrail.loader import features
@@ -382,13 +382,3 @@ def test_rfc3339_now_is_close_to_wall_clock() -> None:
     wall = time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
     before = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 60))
     assert stamp[:16] in (wall, before)
-
-
-def test_ticks() -> None:
-    assert USER_HZ == 100
-    assert NS_PER_TICK == 10_000_000
-    assert ticks(0) == 0
-    assert ticks(9_999_999) == 0
-    assert ticks(10_000_000) == 1
-    assert ticks(487_257_215_377) == 48725
-    assert ticks(10**18) == 10**11

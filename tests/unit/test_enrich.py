@@ -14,9 +14,10 @@ from ringfixture import LIFECYCLE, read_fixture
 from ktrail.decode.decoder import Batch, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.decode.schema import EventType
-from ktrail.engine.clock import Clock, ticks
+from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event, decode_status, split_args
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.units import ticks
 
 NAMES = {0: "root"}
 RFC3339_NS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")

@@ -8,10 +8,13 @@ import pytest
 
 from ktrail.units import (
     NS,
+    NS_PER_TICK,
+    USER_HZ,
     Rfc3339Parser,
     TimeSyntaxError,
     parse_duration,
     parse_when,
+    ticks,
     to_rfc3339,
 )
 
@@ -53,3 +56,15 @@ def test_rfc3339_round_trip() -> None:
     assert parse("2026-11-21T21:45:23.5Z") == parse("2026-11-21T21:45:23.500000000Z")
     assert to_rfc3339(None) is None
 
+
+# ---- clock ticks --------------------------------------------------------------------
+
+
+def test_ticks() -> None:
+    assert USER_HZ == 100
+    assert NS_PER_TICK == 10_000_000
+    assert ticks(0) == 0
+    assert ticks(9_999_999) == 0
+    assert ticks(10_000_000) == 1
+    assert ticks(487_257_215_377) == 48725
+    assert ticks(10**18) == 10**11

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 import time
 
-USER_HZ = 100
-NS_PER_TICK = 1_000_000_000 // USER_HZ
-
-
-def ticks(boot_ns: int) -> int:
-    """start_boottime ns -> clock ticks, exactly as /proc/PID/stat reports it."""
-    return boot_ns // NS_PER_TICK
-
 
 class Clock:
     """Converts bpf_ktime_get_boot_ns() stamps to wall time.

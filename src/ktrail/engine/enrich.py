@@ -26,8 +26,9 @@ from ktrail.decode.schema import (
     ForkFlags,
     Syscall,
 )
-from ktrail.engine.clock import Clock, ticks
+from ktrail.engine.clock import Clock
 from ktrail.process import Process, ProcessTable, make_exec_id
+from ktrail.units import ticks
 
 Event = dict[str, Any]
 

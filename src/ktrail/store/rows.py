@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 
-from ktrail.engine.clock import NS_PER_TICK
 from ktrail.process import Process
-from ktrail.units import Rfc3339Parser
+from ktrail.units import NS_PER_TICK, Rfc3339Parser
 
 Event = dict[str, Any]
 
