@@ -29,10 +29,9 @@ from typing import Any
 
 import yaml
 
-from ktrail.cli.errors import CliError, parse_size
 from ktrail.loader.catalog import CATALOG
 from ktrail.loader.profiles import PROFILES
-from ktrail.units import TimeSyntaxError, parse_duration
+from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 
@@ -194,9 +193,9 @@ def _store(path: str, node: yaml.Node) -> StoreConfig:
     if "max_size" in st:
         kw["max_size"] = _scalar(path, st["max_size"], "store.max_size")
         try:
-            parse_size(kw["max_size"], "store.max_size")
-        except CliError as e:
-            raise ConfigError(f"{_where(path, st['max_size'])}: {e}") from None
+            parse_size(kw["max_size"])
+        except SizeSyntaxError as e:
+            raise ConfigError(f"{_where(path, st['max_size'])}: store.max_size: {e}") from None
     if "enabled" in st:
         value = _scalar(path, st["enabled"], "store.enabled").lower()
         if value not in ("true", "false", "yes", "no", "on", "off"):

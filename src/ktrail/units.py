@@ -15,6 +15,30 @@ import re
 import time
 from datetime import UTC, datetime
 
+# ---- sizes ------------------------------------------------------------------------
+
+
+class SizeSyntaxError(ValueError):
+    pass
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'100M', '512k', '1G', '4096' -> bytes (binary multiples; 'KB', 'MiB' alike)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
+    try:
+        value = int(float(num) * _SIZE_UNITS[unit])
+    except (ValueError, OverflowError):  # 'abc', 'inf', '1e400'; int(nan) is ValueError
+        raise SizeSyntaxError(f"{text!r} is not a size (examples: 4096, 512K, 100M, 1G)") \
+            from None
+    if value <= 0:
+        raise SizeSyntaxError(f"{text!r} must be positive")
+    return value
+
+
 # ---- durations and times ------------------------------------------------------------
 #
 # Times are integer nanoseconds since the epoch (UTC) wherever they are

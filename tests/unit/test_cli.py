@@ -1,4 +1,4 @@
-"""CLI error handling (in-process, never touching the kernel), sizes, filters and the clock.
+"""CLI error handling (in-process, never touching the kernel), filters and the clock.
 
 Every `ktrail run` test runs with the machine-facing calls (preflight, tracefs, the
 sensor) replaced: usage errors must be caught before any of them, and the one test that
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ktrail.cli import run as run_cmd
-from ktrail.cli.errors import EXIT_ENV, CliError, parse_size
+from ktrail.cli.errors import EXIT_ENV, CliError
 from ktrail.cli.main import main
 from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Event
@@ -251,46 +251,6 @@ def test_output_in_missing_directory_as_this_user(
 def test_cli_error_code() -> None:
     assert CliError("x").code == EXIT_ENV
     assert CliError("x", code=1).code == 1
-
-
-# --- parse_size ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("4096", 4096),
-        ("1", 1),
-        ("512k", 512 << 10),
-        ("512K", 512 << 10),
-        ("100M", 100 << 20),
-        ("100m", 100 << 20),
-        ("1G", 1 << 30),
-        ("8M", 8 << 20),
-        ("1.5K", 1536),
-        ("0.5M", 512 << 10),
-        ("1KB", 1 << 10),
-        ("1MiB", 1 << 20),
-        ("2gib", 2 << 30),
-        (" 64K ", 64 << 10),
-        ("100B", 100),
-        ("1e3", 1000),
-    ],
-)
-def test_parse_size(text: str, expected: int) -> None:
-    assert parse_size(text, "--x") == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["12Q", "", " ", "K", "M", "abc", "1T", "1 2M", "0", "0K", "-1", "-5M", "0.1",
-             "nan", "inf", "-inf", "1e400"]
-)
-def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(CliError) as exc:
-        parse_size(text, "--ring-size")
-    assert str(exc.value).startswith("--ring-size: ")
-    assert repr(text) in str(exc.value)
-    assert exc.value.code == EXIT_ENV
 
 
 # --- EventFilter ---------------------------------------------------------------------

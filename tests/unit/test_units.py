@@ -11,12 +11,54 @@ from ktrail.units import (
     NS_PER_TICK,
     USER_HZ,
     Rfc3339Parser,
+    SizeSyntaxError,
     TimeSyntaxError,
     parse_duration,
+    parse_size,
     parse_when,
     ticks,
     to_rfc3339,
 )
+
+# ---- sizes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4096", 4096),
+        ("1", 1),
+        ("512k", 512 << 10),
+        ("512K", 512 << 10),
+        ("100M", 100 << 20),
+        ("100m", 100 << 20),
+        ("1G", 1 << 30),
+        ("8M", 8 << 20),
+        ("1.5K", 1536),
+        ("0.5M", 512 << 10),
+        ("1KB", 1 << 10),
+        ("1MiB", 1 << 20),
+        ("2gib", 2 << 30),
+        (" 64K ", 64 << 10),
+        ("100B", 100),
+        ("1e3", 1000),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["12Q", "", " ", "K", "M", "abc", "1T", "1 2M", "0", "0K", "-1", "-5M", "0.1",
+             "nan", "inf", "-inf", "1e400"]
+)
+def test_parse_size_rejects(text: str) -> None:
+    # The message names the text only: the CLI and the config prefix the place.
+    with pytest.raises(SizeSyntaxError) as exc:
+        parse_size(text)
+    assert str(exc.value).startswith(repr(text) + " ")
+    assert isinstance(exc.value, ValueError)
+
 
 # ---- times --------------------------------------------------------------------------
 
