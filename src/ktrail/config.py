@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from ktrail.loader.catalog import CATALOG
+from ktrail.loader.ignore import Ignore
 from ktrail.loader.profiles import PROFILES
 from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
 
@@ -38,18 +39,6 @@ DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 
 class ConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Ignore:
-    pids: frozenset[int] = frozenset()
-    uids: frozenset[int] = frozenset()
-    comms: frozenset[str] = frozenset()
-    paths: tuple[str, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return bool(self.pids or self.uids or self.comms or self.paths)
 
 
 @dataclass(frozen=True)

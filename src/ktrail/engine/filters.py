@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ktrail.config import Ignore
 from ktrail.engine.enrich import Event
+from ktrail.loader.ignore import Ignore
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ktrail.bpf import object_path
-from ktrail.config import Ignore
 from ktrail.decode.schema import STATS, EventType, Syscall
 from ktrail.decode.taskops import uring_mask
 from ktrail.loader import features, libbpf
@@ -27,6 +26,7 @@ from ktrail.loader.catalog import (
     Hook,
     syscall_programs,
 )
+from ktrail.loader.ignore import Ignore
 from ktrail.loader.watch import WatchSet
 
 # Several of the largest records (exec: ~8 KiB) must fit at once.
