@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.units import Clock
 
 
 def _rss_mb() -> float:

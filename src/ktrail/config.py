@@ -29,28 +29,16 @@ from typing import Any
 
 import yaml
 
-from ktrail.cli.errors import CliError, parse_size
 from ktrail.loader.catalog import CATALOG
+from ktrail.loader.ignore import Ignore
 from ktrail.loader.profiles import PROFILES
-from ktrail.store.timefmt import TimeSyntaxError, parse_duration
+from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
 
 DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 
 
 class ConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Ignore:
-    pids: frozenset[int] = frozenset()
-    uids: frozenset[int] = frozenset()
-    comms: frozenset[str] = frozenset()
-    paths: tuple[str, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return bool(self.pids or self.uids or self.comms or self.paths)
 
 
 @dataclass(frozen=True)
@@ -194,9 +182,9 @@ def _store(path: str, node: yaml.Node) -> StoreConfig:
     if "max_size" in st:
         kw["max_size"] = _scalar(path, st["max_size"], "store.max_size")
         try:
-            parse_size(kw["max_size"], "store.max_size")
-        except CliError as e:
-            raise ConfigError(f"{_where(path, st['max_size'])}: {e}") from None
+            parse_size(kw["max_size"])
+        except SizeSyntaxError as e:
+            raise ConfigError(f"{_where(path, st['max_size'])}: store.max_size: {e}") from None
     if "enabled" in st:
         value = _scalar(path, st["enabled"], "store.enabled").lower()
         if value not in ("true", "false", "yes", "no", "on", "off"):

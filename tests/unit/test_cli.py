@@ -1,4 +1,4 @@
-"""CLI error handling (in-process, never touching the kernel), sizes, filters and the clock.
+"""CLI error handling (in-process, never touching the kernel), filters and the clock.
 
 Every `ktrail run` test runs with the machine-facing calls (preflight, tracefs, the
 sensor) replaced: usage errors must be caught before any of them, and the one test that
@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from ktrail.cli import run as run_cmd
-from ktrail.cli.errors import EXIT_ENV, CliError, parse_size
+from ktrail.cli.errors import EXIT_ENV, CliError
 from ktrail.cli.main import main
-from ktrail.engine.clock import NS_PER_TICK, USER_HZ, Clock, ticks
 from ktrail.engine.enrich import Event
 from ktrail.loader import features
 from ktrail.sinks.output import EventFilter
+from ktrail.units import Clock
 
 REAL_PREFLIGHT = features.preflight
 GUARD = "test guard: the kernel was about to be touched"
@@ -247,46 +247,6 @@ def test_cli_error_code() -> None:
     assert CliError("x", code=1).code == 1
 
 
-# --- parse_size ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("4096", 4096),
-        ("1", 1),
-        ("512k", 512 << 10),
-        ("512K", 512 << 10),
-        ("100M", 100 << 20),
-        ("100m", 100 << 20),
-        ("1G", 1 << 30),
-        ("8M", 8 << 20),
-        ("1.5K", 1536),
-        ("0.5M", 512 << 10),
-        ("1KB", 1 << 10),
-        ("1MiB", 1 << 20),
-        ("2gib", 2 << 30),
-        (" 64K ", 64 << 10),
-        ("100B", 100),
-        ("1e3", 1000),
-    ],
-)
-def test_parse_size(text: str, expected: int) -> None:
-    assert parse_size(text, "--x") == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["12Q", "", " ", "K", "M", "abc", "1T", "1 2M", "0", "0K", "-1", "-5M", "0.1",
-             "nan", "inf", "-inf", "1e400"]
-)
-def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(CliError) as exc:
-        parse_size(text, "--ring-size")
-    assert str(exc.value).startswith("--ring-size: ")
-    assert repr(text) in str(exc.value)
-    assert exc.value.code == EXIT_ENV
-
-
 # --- EventFilter ---------------------------------------------------------------------
 
 
@@ -376,13 +336,3 @@ def test_rfc3339_now_is_close_to_wall_clock() -> None:
     wall = time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
     before = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 60))
     assert stamp[:16] in (wall, before)
-
-
-def test_ticks() -> None:
-    assert USER_HZ == 100
-    assert NS_PER_TICK == 10_000_000
-    assert ticks(0) == 0
-    assert ticks(9_999_999) == 0
-    assert ticks(10_000_000) == 1
-    assert ticks(487_257_215_377) == 48725
-    assert ticks(10**18) == 10**11

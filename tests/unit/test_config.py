@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ktrail.cli.main import main
-from ktrail.config import ConfigError, Ignore, load, parse
+from ktrail.config import ConfigError, load, parse
+from ktrail.loader.ignore import Ignore
 
 GOOD = """\
 profile: full

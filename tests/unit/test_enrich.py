@@ -12,10 +12,10 @@ from fakeproc import FakeProc
 from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import Batch, RawBatch, decode
-from ktrail.engine.clock import Clock, ticks
 from ktrail.engine.enrich import Enricher, Event, decode_status, split_args
 from ktrail.events.registry import EventType
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.units import Clock, ticks
 
 NAMES = {0: "root"}
 RFC3339_NS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")

@@ -29,11 +29,11 @@ from ringfixture import EVENTS, LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import decode
 from ktrail.decode.schema import EventType
-from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher
 from ktrail.loader.catalog import CATALOG
 from ktrail.output.formats import JsonLines
 from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.units import Clock
 
 UPDATE_ENV = "KTRAIL_UPDATE_GOLDEN"
 # Fixed stand-ins for the host, so the output depends on the fixture alone.

@@ -16,7 +16,6 @@ from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import RawBatch, decode
 from ktrail.decode.schema import TYPE_SLOTS
-from ktrail.engine.clock import Clock
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.events.registry import EventType
@@ -25,6 +24,7 @@ from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
 from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.sinks.output import OutputSink
+from ktrail.units import Clock
 
 
 def make_enricher(tmp_path: Path) -> Enricher:
@@ -403,9 +403,9 @@ def test_rotating_file_flush_makes_data_visible(tmp_path: Path) -> None:
 
 
 def test_uevent_parsing_and_text() -> None:
-    from ktrail.engine.clock import Clock
     from ktrail.output.formats import Text
     from ktrail.sources.uevents import parse, to_event
+    from ktrail.units import Clock
 
     msg = (b"add@/devices/pci0000:00/usb1/1-1\0ACTION=add\0DEVPATH=/devices/pci0000:00/usb1/1-1"
            b"\0SUBSYSTEM=usb\0DEVNAME=bus/usb/001/002\0DEVTYPE=usb_device\0PRODUCT=781/5567/100"

@@ -1,9 +1,9 @@
-"""Reading the store without root: time parsing, canned filters, read-only
-raw SQL, process trees, and the `ktrail query` / `ktrail tree` commands."""
+"""Reading the store without root: canned filters, read-only raw SQL, process
+trees, and the `ktrail query` / `ktrail tree` commands (time parsing is in
+test_units.py)."""
 
 from __future__ import annotations
 
-import calendar
 import io
 import sqlite3
 from pathlib import Path
@@ -15,55 +15,9 @@ from storeevents import NS, World, alert, rfc3339
 from ktrail.cli.main import main
 from ktrail.store.query import Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
-from ktrail.store.timefmt import (
-    Rfc3339Parser,
-    TimeSyntaxError,
-    parse_duration,
-    parse_when,
-    to_rfc3339,
-)
 from ktrail.store.tree import TreeError, current_boot_id, resolve, summarise
 from ktrail.store.tree import build as build_tree
 from ktrail.store.writer import StoreWriter
-
-# ---- times --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90), ("10m", 600), ("1h", 3600), ("2d", 172800), ("1w", 604800),
-    ("1h30m", 5400), ("1.5h", 5400), (" 2D ", 172800)])
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_duration(text) == seconds * NS
-
-
-@pytest.mark.parametrize("text", ["", "10", "m", "10x", "1h 2", "-5m", "1h-2m"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(TimeSyntaxError, match="not a duration"):
-        parse_duration(text)
-
-
-def test_when_accepts_durations_timestamps_and_epoch() -> None:
-    now = 1_800_000_000 * NS
-    assert parse_when("10m", now) == now - 600 * NS
-    base = calendar.timegm((2026, 11, 21, 21, 45, 0)) * NS
-    assert parse_when("2026-11-21T21:45:00Z", now) == base
-    assert parse_when("2026-11-21T21:45:00.123456789Z", now) == base + 123456789
-    assert parse_when("2026-11-21 21:45", now) == base
-    assert parse_when("2026-11-21T23:45:00+02:00", now) == base
-    assert parse_when("2026-11-21", now) == base - (21 * 3600 + 45 * 60) * NS
-    assert parse_when("@1800000000", now) == now
-    for bad in ("yesterday", "2026-13-01", "21:45", "@soon"):
-        with pytest.raises(TimeSyntaxError):
-            parse_when(bad, now)
-
-
-def test_rfc3339_round_trip() -> None:
-    parse = Rfc3339Parser()
-    for ns in (0, 1_763_761_523_481_076_214, 1_763_761_523_000_000_001):
-        assert parse(to_rfc3339(ns)) == ns
-    assert parse("2026-11-21T21:45:23.5Z") == parse("2026-11-21T21:45:23.500000000Z")
-    assert to_rfc3339(None) is None
-
 
 # ---- a store to read ----------------------------------------------------------------
 

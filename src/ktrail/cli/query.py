@@ -17,7 +17,7 @@ from ktrail.loader.catalog import CATALOG
 from ktrail.store import DEFAULT_PATH, StoreError
 from ktrail.store.query import Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
-from ktrail.store.timefmt import TimeSyntaxError, parse_when, to_rfc3339
+from ktrail.units import TimeSyntaxError, parse_when, to_rfc3339
 
 FORMATS = ("auto", "table", "json", "csv")
 EXAMPLES = """examples:

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections import Counter
 
-from ktrail.cli.errors import CliError, parse_size
+from ktrail.cli.errors import CliError
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
@@ -28,8 +28,8 @@ from ktrail.sources.ringbuf import DEFAULT_READER, READERS
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
 from ktrail.store import StoreError
 from ktrail.store.retention import Retention
-from ktrail.store.timefmt import TimeSyntaxError, parse_duration
 from ktrail.store.writer import StoreWriter
+from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
 
 MIN_STORE_BYTES = 4 << 20
 
@@ -107,6 +107,14 @@ DEFAULT_RETAIN = "7d"
 DEFAULT_MAX_SIZE = "1G"
 
 
+def _size(text: str, what: str) -> int:
+    """parse_size, its error prefixed with where the size came from."""
+    try:
+        return parse_size(text)
+    except SizeSyntaxError as e:
+        raise CliError(f"{what}: {e}") from None
+
+
 def _store_options(args: argparse.Namespace, config: Config) -> tuple[str, Retention] | None:
     """(path, retention) of the store, or None when it is off."""
     sc = config.store
@@ -126,8 +134,8 @@ def _store_options(args: argparse.Namespace, config: Config) -> tuple[str, Reten
         raise CliError(f"{what}: {e}") from None
     if max_age is not None and max_age <= 0:
         raise CliError(f"{what}: {retain!r} must be positive (or 0: no age limit)")
-    max_size = parse_size(args.store_max_size or sc.max_size or DEFAULT_MAX_SIZE,
-                          "--store-max-size" if args.store_max_size else "store.max_size")
+    max_size = _size(args.store_max_size or sc.max_size or DEFAULT_MAX_SIZE,
+                     "--store-max-size" if args.store_max_size else "store.max_size")
     if max_size < MIN_STORE_BYTES:
         raise CliError(f"--store-max-size must be at least {MIN_STORE_BYTES >> 20}M")
     return path, Retention(max_age_ns=max_age, max_bytes=max_size)
@@ -166,11 +174,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--max-procs must be at least 1")
     if args.rotate_keep < 0:
         raise CliError("--rotate-keep must be 0 or more")
-    ring = parse_size(args.ring_size, "--ring-size")
+    ring = _size(args.ring_size, "--ring-size")
     if ring < MIN_RING_BYTES:
         raise CliError(f"--ring-size must be at least {MIN_RING_BYTES >> 10}K, so that the "
                        "largest record (an exec with full argv) always fits")
-    rotate_bytes = parse_size(args.rotate_size, "--rotate-size")
+    rotate_bytes = _size(args.rotate_size, "--rotate-size")
     store_opts = _store_options(args, config)
     detector = None
     if args.no_rules:

@@ -14,8 +14,8 @@ from ktrail.cli.query import add_store_option, store_path
 from ktrail.store import StoreError
 from ktrail.store.query import prepare
 from ktrail.store.schema import open_reader
-from ktrail.store.timefmt import to_rfc3339
 from ktrail.store.tree import Node, Tree, TreeError, build, resolve
+from ktrail.units import to_rfc3339
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ktrail.engine.clock import Clock
 from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher
 from ktrail.engine.filters import IgnoreFilter
@@ -26,6 +25,7 @@ from ktrail.sinks.store import StoreSink
 from ktrail.sources.ringbuf import DEFAULT_READER, READERS
 from ktrail.sources.uevents import UeventSource
 from ktrail.store.writer import StoreWriter
+from ktrail.units import Clock
 
 
 @dataclass

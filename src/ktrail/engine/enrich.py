@@ -15,11 +15,11 @@ from typing import Any
 
 from ktrail.decode.decoder import Batch
 from ktrail.decode.schema import EXEC, EXIT, FORK, SYS, ExecFlags, ForkFlags
-from ktrail.engine.clock import Clock, ticks
 from ktrail.events import model
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name
 from ktrail.process import Process, ProcessTable, make_exec_id
+from ktrail.units import Clock, ticks
 
 Event = dict[str, Any]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ktrail.config import Ignore
 from ktrail.engine.enrich import Event
+from ktrail.loader.ignore import Ignore
 
 # Reported whatever the ignore lists say.
 NEVER_IGNORED = frozenset({"privilege_escalation", "stats"})

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ktrail.bpf import object_path
-from ktrail.config import Ignore
 from ktrail.decode.schema import STATS
 from ktrail.events.registry import EventType, Syscall
 from ktrail.events.values import uring_mask
@@ -28,6 +27,7 @@ from ktrail.loader.catalog import (
     Hook,
     syscall_programs,
 )
+from ktrail.loader.ignore import Ignore
 from ktrail.loader.watch import WatchSet
 
 # Several of the largest records (exec: ~8 KiB) must fit at once.

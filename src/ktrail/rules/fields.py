@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ktrail.events.registry import FIELDS, KINDS
-from ktrail.store.timefmt import Rfc3339Parser, TimeSyntaxError
+from ktrail.units import Rfc3339Parser, TimeSyntaxError
 
 Event = dict[str, Any]
 Getter = Callable[[Event], Any]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ktrail.engine.clock import Clock
+from ktrail.units import Clock
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1

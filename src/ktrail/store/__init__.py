@@ -7,7 +7,7 @@ writer.py    the batched writer thread and its bounded queue
 retention.py deletion by age and size
 query.py     read-only queries and the canned filters
 tree.py      a process's ancestry and descendants
-timefmt.py   times as ns, durations, timestamps
+Times, durations and timestamps are parsed by ktrail.units.
 docs/store.md describes it for users.
 """
 

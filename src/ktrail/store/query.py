@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ktrail.store.timefmt import TimeSyntaxError, parse_when, to_rfc3339
+from ktrail.units import TimeSyntaxError, parse_when, to_rfc3339
 
 EVENT_COLUMNS = ("id", "time", "type", "pid", "exec_id", "exe", "uid", "user", "container",
                  "path", "addr", "port")

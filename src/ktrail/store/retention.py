@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from ktrail.store.schema import transaction
-from ktrail.store.timefmt import NS
+from ktrail.units import NS
 
 LOW_WATER = 0.9
 SPARE_FREE = 0.25

@@ -14,10 +14,9 @@ from typing import Any
 
 import orjson
 
-from ktrail.engine.clock import NS_PER_TICK
 from ktrail.events.registry import KINDS
 from ktrail.process import Process
-from ktrail.store.timefmt import Rfc3339Parser
+from ktrail.units import NS_PER_TICK, Rfc3339Parser
 
 Event = dict[str, Any]
 

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ktrail.events.registry import summary
-from ktrail.store.timefmt import to_rfc3339
+from ktrail.units import to_rfc3339
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Shown by the tree's shape, not as events.

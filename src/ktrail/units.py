@@ -1,8 +1,11 @@
-"""Times in the store: integer nanoseconds since the epoch (UTC).
+"""Units shared by every layer: sizes, durations and times, clock ticks.
 
-Events carry RFC 3339 strings (`2026-11-21T21:45:23.481076214Z`); the store
-keeps integers so that ranges compare as numbers and index compactly. The
-command line takes durations (`10m`, `2d`) or timestamps.
+This is the bottom of the package (tests/unit/test_layers.py): it imports
+nothing from ktrail, so that the configuration, the command line, the store,
+the engine and the rules can all use it without depending on each other.
+
+Parse errors are ValueError subclasses that say what is wrong with the text
+only; the caller prefixes the place (an option name, or FILE:LINE:COL).
 """
 
 from __future__ import annotations
@@ -11,6 +14,37 @@ import calendar
 import re
 import time
 from datetime import UTC, datetime
+
+# ---- sizes ------------------------------------------------------------------------
+
+
+class SizeSyntaxError(ValueError):
+    pass
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'100M', '512k', '1G', '4096' -> bytes (binary multiples; 'KB', 'MiB' alike)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
+    try:
+        value = int(float(num) * _SIZE_UNITS[unit])
+    except (ValueError, OverflowError):  # 'abc', 'inf', '1e400'; int(nan) is ValueError
+        raise SizeSyntaxError(f"{text!r} is not a size (examples: 4096, 512K, 100M, 1G)") \
+            from None
+    if value <= 0:
+        raise SizeSyntaxError(f"{text!r} must be positive")
+    return value
+
+
+# ---- durations and times ------------------------------------------------------------
+#
+# Times are integer nanoseconds since the epoch (UTC) wherever they are
+# compared or stored; events carry them as RFC 3339 strings
+# (`2026-11-21T21:45:23.481076214Z`). The command line and the
+# configuration take durations (`10m`, `2d`) or timestamps.
 
 NS = 1_000_000_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -112,3 +146,45 @@ def _parse_timestamp(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return calendar.timegm(dt.utctimetuple()) * NS + frac_ns
+
+# ---- clock ticks --------------------------------------------------------------------
+
+# /proc/PID/stat counts process start times in USER_HZ ticks since boot; the
+# process table keys processes by them, the store turns them back into ns.
+USER_HZ = 100
+NS_PER_TICK = NS // USER_HZ
+
+
+def ticks(boot_ns: int) -> int:
+    """start_boottime ns -> clock ticks, exactly as /proc/PID/stat reports it."""
+    return boot_ns // NS_PER_TICK
+
+
+# --- the sensor's clock -------------------------------------------------------------
+
+
+class Clock:
+    """Converts bpf_ktime_get_boot_ns() stamps to wall time.
+
+    The offset is taken once at start; later wall-clock steps (NTP) do not
+    reorder events, which keep the kernel's monotonic order.
+    """
+
+    def __init__(self) -> None:
+        self.offset_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        self._sec = -1
+        self._prefix = ""
+
+    def wall_ns(self, boot_ns: int) -> int:
+        return boot_ns + self.offset_ns
+
+    def rfc3339(self, boot_ns: int) -> str:
+        ns = boot_ns + self.offset_ns
+        sec, frac = divmod(ns, 1_000_000_000)
+        if sec != self._sec:  # strftime once per second, not per event
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{frac:09d}Z"
+
+    def now_boot_ns(self) -> int:
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
