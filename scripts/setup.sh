@@ -50,6 +50,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=test
 if [ "$mode" = bench ]; then extras=test,bench; fi
+# setuptools packs whatever build/lib holds: a module deleted from src/ would
+# still be installed from there.
+rm -rf build
 .venv/bin/pip install -q --disable-pip-version-check ".[$extras]"
 
 case "$mode" in

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections import Counter
 
-from ktrail.cli.errors import CliError
+from ktrail.cli.errors import EXIT_ERROR, CliError
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
@@ -24,11 +24,11 @@ from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
 from ktrail.rules import DEFAULT_RULES
 from ktrail.sinks.output import EventFilter, OutputSink
+from ktrail.sinks.store import StoreProcess
 from ktrail.sources.ringbuf import DEFAULT_READER, READERS
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
 from ktrail.store import StoreError
 from ktrail.store.retention import Retention
-from ktrail.store.writer import StoreWriter
 from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
 
 MIN_STORE_BYTES = 4 << 20
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     if store_opts is not None:
         try:
             # Opened before the kernel is touched: a bad store file stops nothing.
-            store = StoreWriter(store_opts[0], store_opts[1])
+            # Its writer runs in a process of its own (the other core).
+            store = StoreProcess(store_opts[0], store_opts[1])
         except StoreError as e:
             if not e.disk_full:
                 output.close()
@@ -278,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
         written = "" if args.alerts_only else f", {final['output_events']} written"
         print(f"ktrail: {final['events_total']} events{alerts}{written}{stored}, {lost} lost",
               file=sys.stderr, flush=True)
+        if pipeline.error is not None:
+            print(f"ktrail: error: stopped: {pipeline.error}", file=sys.stderr, flush=True)
+            return EXIT_ERROR
         return 0
     finally:
         built.close()

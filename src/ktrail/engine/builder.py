@@ -21,10 +21,9 @@ from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.loader.sensor import Sensor, SensorConfig
 from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.sinks.base import Sink
-from ktrail.sinks.store import StoreSink
+from ktrail.sinks.store import StoreProcess, StoreSink
 from ktrail.sources.ringbuf import DEFAULT_READER, READERS
 from ktrail.sources.uevents import UeventSource
-from ktrail.store.writer import StoreWriter
 from ktrail.units import Clock
 
 
@@ -39,9 +38,9 @@ class SensorOptions:
     rule_files: list[str | Path] | None = None
     # Sinks made before the kernel is touched (output...), in delivery order.
     sinks: list[Sink] = field(default_factory=list)
-    # The store's writer, opened by the caller (it checks the file first);
-    # started here once the process table is seeded.
-    store: StoreWriter | None = None
+    # The store, opened by the caller (it checks the file first); started
+    # here once the process table is seeded, with what /proc showed.
+    store: StoreProcess | StoreSink | None = None
     proc: ProcFS | None = None
     users: UserNames | None = None
 
@@ -80,7 +79,7 @@ def build(opts: SensorOptions, warn: TextIO = sys.stderr,
         sinks = list(opts.sinks)
         if opts.store is not None:
             opts.store.start(table.processes())
-            sinks.append(StoreSink(opts.store))
+            sinks.append(opts.store)
         hooks = sensor.plan.hooks
         clock = clock or Clock()
         uevents = UeventSource(clock) if "device" in hooks else None

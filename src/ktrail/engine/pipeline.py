@@ -69,6 +69,7 @@ class Pipeline:
         self.batches = 0
         self.malformed = 0
         self.stopping = False
+        self.error: str | None = None  # why the run stopped by itself, if it did
         self._started = time.monotonic()
         self._reported_drops = 0
 
@@ -127,6 +128,10 @@ class Pipeline:
                 self.drain()
                 for sink in self.sinks:
                     sink.tick()
+                    if sink.error is not None:
+                        # A part of the sensor died: stop cleanly, with what it had.
+                        self.error = f"{sink.name}: {sink.error}"
+                        self.stopping = True
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + opts.loss_check_interval

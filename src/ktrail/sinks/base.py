@@ -55,6 +55,7 @@ class Sink(Protocol):
 
     name: str
     records: bool  # takes the sensor's own records (stats): closed after the final one
+    error: str | None  # set when the sink broke for good (its process died): the run stops
 
     def submit(self, batch: Batch) -> None: ...
 

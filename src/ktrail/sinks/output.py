@@ -42,6 +42,7 @@ class EventFilter:
 class OutputSink:
     name = "output"
     records = True  # writes the sensor's own records (stats)
+    error: str | None = None
 
     def __init__(self, fmt: Format, target: Target, flt: EventFilter | None = None,
                  alerts_only: bool = False) -> None:

@@ -1,21 +1,48 @@
-"""The trail store as a sink: batches go to the store's bounded queue, which
-its writer thread empties into SQLite (store/writer.py). It takes the
-batch's shared JSON lines, so events are not encoded a second time."""
+"""The trail store as a sink, in this process (a writer thread) or in a
+process of its own, so that building rows and SQLite's work run on the other
+core instead of sharing this one's interpreter lock with the run loop.
+
+Either way it takes the batch's shared JSON lines, so events are not encoded
+a second time, and it never blocks the run loop: a batch that does not fit
+its bounded queue is shed and counted.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
 
+import orjson
+
+from ktrail.process import Process
 from ktrail.sinks.base import Batch, join
+from ktrail.store.retention import Retention
+from ktrail.store.schema import StoreError
 from ktrail.store.writer import StoreWriter
 
 
 class StoreSink:
+    """The store's writer thread, in this process."""
+
     name = "store"
     records = False  # stats records are not part of the trail
+    error: str | None = None
 
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
+        self.path = writer.path
+        self.retention = writer.retention
+
+    def start(self, seed: Iterable[Process] = ()) -> None:
+        self.writer.start(seed)
 
     def submit(self, batch: Batch) -> None:
         if batch.events or batch.alerts:
@@ -30,3 +57,195 @@ class StoreSink:
 
     def close(self) -> None:
         self.writer.close()  # commits what is queued, so its counts are final
+
+
+# Messages from the store process: ("ready",), ("error", text, disk_full),
+# ("stats", dict), ("final", dict). To it: ("seed", processes), (lines, alert
+# lines) per batch, and None to finish.
+_STATS_EVERY_S = 0.5
+_CLOSE_TIMEOUT_S = 90.0
+
+
+class StoreProcess:
+    """The store's writer in a child process named `ktrail-store`.
+
+    Batches cross as their JSON lines (bytes: no pickling of events); the
+    child decodes them again, which costs it, not the run loop. Made before
+    the kernel is touched, so the child holds none of the sensor's programs.
+    """
+
+    name = "store"
+    records = False
+
+    def __init__(self, path: str, retention: Retention | None = None,
+                 max_batches: int = 512, warn: TextIO = sys.stderr,
+                 **writer_options: Any) -> None:
+        self.path = path
+        self.retention = retention or Retention()
+        self.warn = warn
+        self.error: str | None = None   # set when the process died: the run stops
+        self.shed = 0
+        self.shed_alerts = 0
+        self.failed = 0                 # events submitted after it died
+        self.submitted = 0              # events handed to the child
+        self.unconfirmed = 0            # handed over, not reported written when it died
+        self._latest: dict[str, Any] | None = None
+        self._final = False
+        self._closed = False
+        self._warned = False
+        mp = multiprocessing.get_context("fork")
+        self._work = mp.Queue(maxsize=max_batches)
+        self._results, child_end = mp.Pipe(duplex=False)
+        self._proc = mp.Process(target=_child, name="ktrail-store", daemon=True,
+                                args=(path, self.retention, writer_options, self._work,
+                                      child_end, os.getpid()))
+        self._proc.start()
+        child_end.close()
+        msg = self._receive(timeout=60.0)
+        if msg is None or msg[0] != "ready":
+            self._proc.join(5)
+            if msg is not None and msg[0] == "error":
+                raise StoreError(msg[1], disk_full=msg[2])
+            raise StoreError(f"store {path}: the store process did not start "
+                             f"(exit code {self._proc.exitcode})")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def start(self, seed: Iterable[Process] = ()) -> None:
+        self._work.put(("seed", list(seed)))
+
+    def submit(self, batch: Batch) -> None:
+        if not (batch.events or batch.alerts):
+            return
+        if self.error is not None:
+            self.failed += len(batch.events)
+            return
+        item = (join(batch.lines()) if batch.events else b"",
+                join(batch.alert_lines()) if batch.alerts else b"")
+        try:
+            self._work.put_nowait(item)
+            self.submitted += len(batch.events)
+        except queue.Full:
+            self.shed += len(batch.events)
+            self.shed_alerts += len(batch.alerts)
+            if not self._warned:
+                self._warned = True
+                print("ktrail: warning: the store is falling behind; whole batches are not "
+                      "stored (shed), counted in stats.store.shed. The output stream is "
+                      "complete.", file=self.warn, flush=True)
+
+    def tick(self) -> None:
+        self._poll()
+        if self.error is None and not self._proc.is_alive():
+            self.error = (f"the store process (pid {self._proc.pid}) exited with code "
+                          f"{self._proc.exitcode}")
+            # What it had not reported written, shed or failed is counted as
+            # not stored (some of it may have been committed after its last report).
+            last = self._latest or {}
+            self.unconfirmed = max(0, self.submitted - last.get("written", 0)
+                                   - last.get("shed", 0) - last.get("failed", 0))
+            print(f"ktrail: error: {self.error}; stopping", file=self.warn, flush=True)
+
+    def stats(self) -> dict[str, Any] | None:
+        self._poll()
+        st = dict(self._latest or {
+            "path": self.path, "written": 0, "alerts": 0, "shed": 0, "shed_alerts": 0,
+            "failed": 0, "errors": 0, "last_error": None, "batches": 0, "pending": 0})
+        st["shed"] += self.shed
+        st["shed_alerts"] += self.shed_alerts
+        st["failed"] += self.failed + self.unconfirmed
+        st["process"] = {"pid": self._proc.pid, "alive": self._proc.is_alive(),
+                         "queued_batches": _qsize(self._work)}
+        return st
+
+    def close(self) -> None:
+        """Lets the child write what is queued and finish; its last counts
+        arrive with it. Idempotent; bounded in time."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + _CLOSE_TIMEOUT_S
+        if self._proc.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._work.put(None, timeout=_CLOSE_TIMEOUT_S)
+            while not self._final and time.monotonic() < deadline:
+                if self._receive(timeout=min(1.0, deadline - time.monotonic())) is None \
+                        and not self._proc.is_alive():
+                    break
+        self._proc.join(max(0.0, deadline - time.monotonic()) or 1.0)
+        if self._proc.is_alive():
+            print(f"ktrail: warning: store {self.path}: still writing after "
+                  f"{_CLOSE_TIMEOUT_S:g} s; stopped, queued events are not stored",
+                  file=self.warn, flush=True)
+            self._proc.kill()
+            self._proc.join()
+        self._work.close()
+        self._work.cancel_join_thread()  # what the child did not take is counted already
+        self._results.close()
+
+    def _poll(self) -> None:
+        if self._closed:
+            return
+        while self._receive(timeout=0) is not None:
+            pass
+
+    def _receive(self, timeout: float) -> tuple | None:
+        try:
+            if not self._results.poll(timeout):
+                return None
+            msg = self._results.recv()
+        except (EOFError, OSError):
+            return None
+        if msg[0] in ("stats", "final"):
+            self._latest = msg[1]
+            self._final = msg[0] == "final"
+        return msg
+
+
+def _qsize(q: Any) -> int | None:
+    try:
+        return int(q.qsize())
+    except NotImplementedError:
+        return None
+
+
+def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
+           results: Any, parent: int) -> None:
+    # The run loop decides when to stop: a Ctrl-C to the process group or a
+    # SIGTERM must not cut the store short (the parent sends None at its end).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, b"ktrail-store", 0, 0, 0)  # PR_SET_NAME: `ps` tells it
+    try:
+        writer = StoreWriter(path, retention, **options)
+    except StoreError as e:
+        results.send(("error", str(e), e.disk_full))
+        return
+    results.send(("ready",))
+    loads = orjson.loads
+    last = time.monotonic()
+    while True:
+        try:
+            item = work.get(timeout=_STATS_EVERY_S)
+        except queue.Empty:
+            item = False
+        if item is None:
+            break
+        if item is False:
+            if os.getppid() != parent:
+                break  # the sensor is gone without a word: keep what arrived
+        elif item[0] == "seed":
+            writer.start(item[1])
+        else:
+            lines, alert_lines = item
+            events = [loads(x) for x in lines.split(b"\n") if x]
+            alerts = [loads(x) for x in alert_lines.split(b"\n") if x]
+            writer.submit(events, alerts, lines or None)
+        if time.monotonic() - last >= _STATS_EVERY_S:
+            last = time.monotonic()
+            results.send(("stats", writer.stats()))
+    writer.close()
+    results.send(("final", writer.stats()))
