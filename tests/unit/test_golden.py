@@ -135,3 +135,29 @@ def test_first_difference_names_the_line() -> None:
         "expected 1 lines, got 2; line 2 is only in actual:\n  b")
     assert first_difference(b"a\n", b"a") == (
         "the lines are the same; the line endings differ")
+
+
+def test_text_output_shows_each_types_telling_detail(tmp_path: Path) -> None:
+    """`--format text` names what each event was about: paths, addresses,
+    DNS names, targets (one summary per type, from the registry)."""
+    from ktrail.events.registry import summary
+    from ktrail.output.formats import Text
+
+    table = ProcessTable(ProcFS(str(tmp_path)), UserNames(lookup=USER_NAMES.get))
+    events = Enricher(table, Clock()).process(decode(read_fixture(str(EVENTS))))
+    text = Text()
+    lines: dict[str, list[str]] = {}
+    for e in events:
+        detail = summary(e)
+        assert detail.strip(), f"{e['evt']['type']} has no detail in text output"
+        line = text.line(e)
+        assert line.endswith(detail)
+        lines.setdefault(e["evt"]["type"], []).append(line)
+    assert set(lines) == set(EVENTS_TYPES)
+    joined = {t: "\n".join(ls) for t, ls in lines.items()}
+    assert " -> " in joined["rename"] and " -> " in joined["symlink"]
+    assert "golden.ktrail.test A" in joined["dns"]
+    assert "127.0.0.1:" in joined["connect"] and "(ECONNREFUSED)" in joined["connect"]
+    assert "SIG" in joined["kill"] and "PTRACE_ATTACH" in joined["ptrace"]
+    assert "IORING_OP_OPENAT /" in joined["io_uring"]
+    assert " on " in joined["mount"] and "CLONE_NEW" in joined["namespace"]
