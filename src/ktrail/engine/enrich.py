@@ -16,6 +16,7 @@ from typing import Any
 from ktrail.decode.decoder import Batch
 from ktrail.decode.schema import EXEC, EXIT, FORK, SYS, ExecFlags, ForkFlags
 from ktrail.events import model
+from ktrail.events.model import Objects
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name
 from ktrail.process import Process, ProcessTable, make_exec_id
@@ -37,6 +38,8 @@ TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
 )
 
 EVENT_NAMES = {k.id: k.name for k in KINDS}
+# Types whose object names another process, looked up when the event is made.
+_TARGETED = frozenset({"kill", "ptrace"})
 # Syscall-backed types: how their records decode.
 DECODINGS: dict[int, tuple[str, model.Decoding]] = {
     k.id: (k.name, k.decoding) for k in KINDS if k.decoding is not None}
@@ -120,6 +123,7 @@ class Enricher:
         self._users: dict[int, dict[str, Any]] = {}  # uid -> the `user` object, shared
         self.max_contexts = max_contexts
         self.context_evictions = 0
+        self._memo: dict[tuple, Objects] = {}  # one batch's decoded syscall objects
 
     def process(self, batch: Batch) -> list[Event]:
         if not len(batch):
@@ -133,6 +137,10 @@ class Enricher:
         append = out.append
         tails = batch.tails
         decodings = DECODINGS
+        # A flood is one process repeating one call: within a batch, records
+        # with the same arguments and strings decode to the same objects,
+        # which are then shared (events are read-only after this stage).
+        self._memo.clear()
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
             if t in decodings:
@@ -240,11 +248,16 @@ class Enricher:
         name, how = decoding
         flags = r[S_FLAGS]
         syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
-        strs = model.slots(tail, lens, kinds, flags)
-        objs = model.decode(how, args, strs, flags, syscall)
-        for obj in ("kill", "ptrace"):
-            if obj in objs:
-                self._target(objs[obj])
+        if name in _TARGETED:
+            # Named from the process table: not shared between events.
+            objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
+            self._target(objs[name])
+        else:
+            key = (name, syscall, flags, tail, *args, *lens, *kinds)
+            objs = self._memo.get(key)
+            if objs is None:
+                objs = self._memo[key] = model.decode(
+                    how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
         ev = self._base(name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]
