@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from ktrail.sinks.base import Batch
+from ktrail.sinks.store import StoreProcess
 from ktrail.store.retention import Retention
 from ktrail.store.writer import StoreWriter
 
@@ -195,6 +197,9 @@ def main() -> None:
     ap.add_argument("--prebuild", action="store_true",
                     help="build every batch before the clock starts: the writer alone, "
                          "without a producer competing for the GIL (keep --events small)")
+    ap.add_argument("--process", action="store_true",
+                    help="through the store sink `ktrail run` uses: the writer in its own "
+                         "process, handed each batch's JSON lines")
     ap.add_argument("--dir", help="where to put the store (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the store file")
     args = ap.parse_args()
@@ -204,8 +209,9 @@ def main() -> None:
     path = os.path.join(workdir, "trail.db")
     # Retention as shipped (7 days, 1 GiB): on a long run the size limit is
     # enforced while writing, as it would be on a host.
-    writer = StoreWriter(path, Retention())
-    writer.start()
+    sink = StoreProcess(path, Retention()) if args.process else None
+    writer = None if sink is not None else StoreWriter(path, Retention())
+    (sink or writer).start()
     stamp = Stamper()
     dumps = orjson.dumps
     rng = random.Random(2)
@@ -222,13 +228,22 @@ def main() -> None:
     t0 = time.perf_counter()
     for k, n in enumerate(sizes):
         batch, lines = ready[k] if ready is not None else make(n)
-        while writer.pending and writer.pending + n > writer.max_pending:
-            time.sleep(0.0005)  # measure capacity: wait for room rather than shed
-        writer.submit(batch, lines=lines)
+        # Measure capacity: wait for room rather than shed.
+        if sink is not None:
+            while sink.queued() >= sink.max_batches - 1:
+                time.sleep(0.0005)
+            sink.submit(Batch(batch))
+        else:
+            while writer.pending and writer.pending + n > writer.max_pending:
+                time.sleep(0.0005)
+            writer.submit(batch, lines=lines)
         submitted += n
-    writer.close(timeout=600)
+    if sink is not None:
+        sink.close()
+    else:
+        writer.close(timeout=600)
     elapsed = time.perf_counter() - t0
-    stats = writer.stats()
+    stats = (sink or writer).stats()
     conn = sqlite3.connect(path)
     rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     conn.close()
@@ -239,8 +254,8 @@ def main() -> None:
         peak_rss = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
     print(json.dumps({
         "bench": "store_write",
-        "mode": ("reuse-json" if args.reuse_json else "writer-encodes")
-        + (", prebuilt" if args.prebuild else ""),
+        "mode": ("store process" if args.process else "reuse-json" if args.reuse_json
+                 else "writer-encodes") + (", prebuilt" if args.prebuild else ""),
         "events": submitted,
         "batch": args.batch,
         "seconds": round(elapsed, 3),
@@ -250,8 +265,8 @@ def main() -> None:
         "rows_in_store": rows,
         "db_bytes": db_bytes,
         "bytes_per_event": round(db_bytes / rows) if rows else None,
-        "writer": {k: stats[k] for k in ("written", "shed", "failed", "errors", "batches",
-                                         "busy_s")},
+        "writer": {k: stats.get(k) for k in ("written", "shed", "failed", "errors", "batches",
+                                             "busy_s")},
         "retention": stats["retention"],
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

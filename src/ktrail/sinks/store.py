@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-import orjson
-
 from ktrail.process import Process
 from ktrail.sinks.base import Batch, join
 from ktrail.store.retention import Retention
@@ -94,6 +92,7 @@ class StoreProcess:
         self._closed = False
         self._warned = False
         mp = multiprocessing.get_context("fork")
+        self.max_batches = max_batches
         self._work = mp.Queue(maxsize=max_batches)
         self._results, child_end = mp.Pipe(duplex=False)
         self._proc = mp.Process(target=_child, name="ktrail-store", daemon=True,
@@ -115,6 +114,10 @@ class StoreProcess:
 
     def start(self, seed: Iterable[Process] = ()) -> None:
         self._work.put(("seed", list(seed)))
+
+    def queued(self) -> int:
+        """Batches handed over and not yet taken by the child (approximate)."""
+        return _qsize(self._work) or 0
 
     def submit(self, batch: Batch) -> None:
         if not (batch.events or batch.alerts):
@@ -225,7 +228,6 @@ def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
         results.send(("error", str(e), e.disk_full))
         return
     results.send(("ready",))
-    loads = orjson.loads
     last = time.monotonic()
     while True:
         try:
@@ -241,9 +243,12 @@ def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
             writer.start(item[1])
         else:
             lines, alert_lines = item
-            events = [loads(x) for x in lines.split(b"\n") if x]
-            alerts = [loads(x) for x in alert_lines.split(b"\n") if x]
-            writer.submit(events, alerts, lines or None)
+            # Wait for room here: the bounded queue that sheds is the sensor's,
+            # which never waits.
+            n = lines.count(b"\n") + alert_lines.count(b"\n")
+            while not writer.has_room(n) and writer.broken is None:
+                time.sleep(0.001)
+            writer.submit_lines(lines, alert_lines)
         if time.monotonic() - last >= _STATS_EVERY_S:
             last = time.monotonic()
             results.send(("stats", writer.stats()))

@@ -72,6 +72,12 @@ def _dumps_list(v: list[str] | None) -> str | None:
     return None if v is None else orjson.dumps(v).decode()
 
 
+def _holds(blob: bytes, at: int, fragment: bytes) -> bool:
+    """The event's JSON has exactly this context fragment at `at`, closing proc."""
+    end = at + len(fragment)
+    return at > 0 and blob.startswith(fragment, at) and blob[end:end + 1] == b"}"
+
+
 class _Context:
     __slots__ = ("anchor", "container", "fragment", "id", "uid", "user")
 
@@ -171,15 +177,19 @@ class RowBuilder:
             uid = u["uid"]
             uname = u["name"]
             cid = c["id"] if c else None
-            ctx = contexts.get(exec_id)
-            if (ctx is None or ctx.anchor is not p.get("ancestors") or ctx.uid != uid
-                    or ctx.user != uname or ctx.container != cid):
-                ctx = self._context(p, uid, uname, cid, time_ns, new_contexts)
-            # Cut the context's fragment (and the comma before it) out of the
-            # JSON. It starts at proc's first "exec_id" key, the first in the
-            # text (evt has none; a key's quotes cannot occur inside a string).
-            frag = ctx.fragment
+            # The context's fragment starts at proc's first "exec_id" key, the
+            # first in the text (evt has none; a key's quotes cannot occur
+            # inside a string), and ends where proc does.
             i = blob.find(b'"exec_id":')
+            ctx = contexts.get(exec_id)
+            anchor = p.get("ancestors")
+            if (ctx is None or ctx.uid != uid or ctx.user != uname or ctx.container != cid
+                    or (ctx.anchor is not anchor and not _holds(blob, i, ctx.fragment))):
+                ctx = self._context(p, uid, uname, cid, time_ns, new_contexts)
+            else:
+                ctx.anchor = anchor  # decoded events: same text, another object
+            # Cut the context's fragment (and the comma before it) out of the JSON.
+            frag = ctx.fragment
             if i > 0 and blob[i - 1] == 44 and frag and blob.startswith(frag, i):  # ','
                 at = i - 1
                 slim = blob[:at] + blob[i + len(frag):]

@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+import orjson
+
 from ktrail.process import Process
 from ktrail.store.retention import Retention
 from ktrail.store.rows import (
@@ -43,7 +45,10 @@ from ktrail.store.rows import (
 from ktrail.store.schema import StoreError, open_writer, transaction
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-Item = tuple[list[Event], list[Event], bytes | None]
+# (events, alerts, the events' JSON lines, the alerts' JSON lines, event count,
+# alert count). Events and alerts are None when only their lines were handed
+# over: the writer thread decodes them itself (the store process's case).
+Item = tuple[list[Event] | None, list[Event] | None, bytes | None, bytes | None, int, int]
 
 
 def _error_kind(e: BaseException) -> tuple[str, bool]:
@@ -141,24 +146,40 @@ class StoreWriter:
         """Queues a batch for the store; False when it was shed. Never blocks.
         `lines`, when given, are the events' JSON lines as the output wrote
         them: one buffer, newline-separated, in order."""
-        n = len(events) + len(alerts)
+        return self._enqueue((events, list(alerts), lines, None, len(events), len(alerts)))
+
+    def submit_lines(self, lines: bytes, alert_lines: bytes = b"") -> bool:
+        """Queues a batch given as JSON lines only (newline-ended); the writer
+        thread decodes them. False when it was shed. Never blocks."""
+        return self._enqueue((None, None, lines or None, alert_lines or None,
+                              lines.count(b"\n"), alert_lines.count(b"\n")))
+
+    def has_room(self, n: int) -> bool:
+        return self._pending == 0 or self._pending + n <= self.max_pending
+
+    def _enqueue(self, item: Item) -> bool:
+        n = item[4] + item[5]
         if not n:
             return True
         with self._cv:
             # One batch always fits an empty queue: the bound is on what piles up.
-            if self._broken is None and (self._pending == 0
-                                         or self._pending + n <= self.max_pending):
-                self._queue.append((events, list(alerts), lines))
+            if self._broken is None and self.has_room(n):
+                self._queue.append(item)
                 self._pending += n
                 self._cv.notify()
                 return True
-            self.shed += len(events)
-            self.shed_alerts += len(alerts)
+            self.shed += item[4]
+            self.shed_alerts += item[5]
         if self._broken is None:
             self._warn_once("shed", "ktrail: warning: the store is falling behind; whole "
                             "batches are not stored (shed), counted in stats.store.shed. "
                             "The output stream is complete.")
         return False
+
+    @property
+    def broken(self) -> str | None:
+        """Why the store is off for the rest of the run, if it is."""
+        return self._broken
 
     @property
     def pending(self) -> int:
@@ -220,7 +241,7 @@ class StoreWriter:
                     while self._queue and taken < self.max_transaction:
                         item = self._queue.popleft()
                         items.append(item)
-                        taken += len(item[0]) + len(item[1])
+                        taken += item[4] + item[5]
                     left = deadline - time.monotonic()
                     if (not items or taken >= self.max_transaction or self._closing
                             or left <= 0):
@@ -235,8 +256,8 @@ class StoreWriter:
             self._housekeeping()
 
     def _write(self, items: list[Item]) -> None:
-        n_events = sum(len(i[0]) for i in items)
-        n_alerts = sum(len(i[1]) for i in items)
+        n_events = sum(i[4] for i in items)
+        n_alerts = sum(i[5] for i in items)
         if self._broken is not None:
             self.failed += n_events
             return
@@ -250,7 +271,13 @@ class StoreWriter:
             alert_rows: list[tuple] = []
             t_rows = time.perf_counter()
             now = time.time_ns()
-            for events, alerts, lines in items:
+            loads = orjson.loads
+            for events, alerts, lines, alert_lines, n, na in items:
+                if events is None:
+                    events = [loads(b) for b in lines.split(b"\n", n)[:n]] if lines else []
+                if alerts is None:
+                    alerts = ([loads(b) for b in alert_lines.split(b"\n", na)[:na]]
+                              if alert_lines else [])
                 r, cx, s, x, q = self.rows.events(events, lines)
                 event_rows += r
                 contexts += cx
