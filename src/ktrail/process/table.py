@@ -13,6 +13,7 @@ from __future__ import annotations
 import posixpath
 from collections import OrderedDict
 from dataclasses import dataclass
+from sys import intern
 
 from .container import container_id_from_cgroup
 from .procfs import ProcFS, ProcInfo
@@ -35,6 +36,13 @@ def parse_exec_id(exec_id: str) -> Key | None:
         return int(pid), int(ticks)
     except ValueError:
         return None
+
+
+def _interned(args: list[str]) -> list[str]:
+    """argv with each string interned: most processes share most of their
+    words (programs, flags, paths), and 100k tracked processes would hold
+    100k copies of each. Interned strings die with their last holder."""
+    return [intern(a) for a in args]
 
 
 @dataclass(slots=True)
@@ -230,11 +238,11 @@ class ProcessTable:
         if proc.parent_exec_id is None:
             proc.parent_exec_id, proc.ancestors = self._lineage(parent)
         proc.ppid = ppid
-        proc.comm = comm
-        proc.exe = exe
-        proc.args = args
+        proc.comm = intern(comm)
+        proc.exe = intern(exe)
+        proc.args = _interned(args)
         proc.args_truncated = args_truncated
-        proc.cwd = cwd
+        proc.cwd = intern(cwd)
         proc.uid = uid
         proc.gid = gid
         proc.user = self._user(uid)
@@ -399,7 +407,7 @@ class ProcessTable:
         # fork duplicates the process image and credentials; none of these change.
         dst.comm = src.comm
         dst.exe = src.exe
-        dst.args = list(src.args)
+        dst.args = src.args  # shared: a process's args list is replaced, never changed
         dst.args_truncated = src.args_truncated
         dst.cwd = src.cwd
         dst.uid = src.uid
@@ -416,11 +424,11 @@ class ProcessTable:
             exec_id=make_exec_id(info.pid, info.start_ticks),
             ppid=info.ppid,
             parent_exec_id=parent_exec_id,
-            comm=info.comm,
-            exe=info.exe,
-            args=info.args,
+            comm=intern(info.comm),
+            exe=intern(info.exe),
+            args=_interned(info.args),
             args_truncated=info.args_truncated,
-            cwd=info.cwd,
+            cwd=intern(info.cwd),
             uid=info.uid,
             gid=info.gid,
             user=self._user(info.uid),
