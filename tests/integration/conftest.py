@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sensorkit import KTRAIL
 
 
 def _need_root() -> None:
@@ -32,9 +32,6 @@ def _need_root() -> None:
 @pytest.fixture(autouse=True)
 def _root() -> None:
     _need_root()
-
-
-KTRAIL = [sys.executable, "-m", "ktrail"]
 
 
 @dataclass
@@ -130,7 +127,3 @@ def sensor() -> Iterator[Callable[..., Sensor]]:
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait()
-
-
-def run(*argv: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, capture_output=True, check=check, timeout=60)

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import KTRAIL
+from sensorkit import KTRAIL
 
 
 def alerts(trace, rule: str) -> list[dict]:

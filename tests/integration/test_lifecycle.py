@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import run
+from sensorkit import run
 
 
 def test_shell_echo_exit3_acceptance(sensor) -> None:

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import run
+from sensorkit import run
 
 from ktrail.bpf import object_path
 

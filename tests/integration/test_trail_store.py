@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import KTRAIL
+from sensorkit import KTRAIL
 
 from ktrail.store import DEFAULT_PATH
 
