@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
-from sensorkit import KTRAIL
+from sensorkit import KTRAIL, jsonl
 
 
 def _need_root() -> None:
@@ -107,8 +106,7 @@ class Sensor:
         os.unlink(self.out_path)
         if self.store_dir is not None:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-        for line in out.splitlines():
-            e = orjson.loads(line)
+        for e in jsonl(out):
             (stats if e["evt"]["type"] == "stats" else events).append(e)
         return Trace(events, text, self.proc.returncode, [s["stats"] for s in stats])
 

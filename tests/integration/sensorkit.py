@@ -10,9 +10,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+
+import orjson
 
 KTRAIL = [sys.executable, "-m", "ktrail"]
 
 
 def run(*argv: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, capture_output=True, check=check, timeout=60)
+
+
+def ktrail(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs a ktrail command to its end; whatever the exit code, never a traceback."""
+    p = subprocess.run([*KTRAIL, *argv], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in p.stderr, p.stderr
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def jsonl(data: bytes | str) -> list[dict[str, Any]]:
+    """ktrail's JSON lines (an --output file, `query --format json`), parsed."""
+    return [orjson.loads(line) for line in data.splitlines()]

@@ -7,11 +7,10 @@ import pty
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import orjson
+from sensorkit import KTRAIL, jsonl
 
 
 def test_libbpf_reader_fallback_sees_the_same_events(sensor) -> None:
@@ -30,7 +29,7 @@ def test_libbpf_reader_fallback_sees_the_same_events(sensor) -> None:
 def test_output_file_rotates_by_size(tmp_path: Path) -> None:
     out = tmp_path / "trail.jsonl"
     ktrail = subprocess.Popen(
-        [sys.executable, "-m", "ktrail", "run", "--format", "json", "--output", str(out),
+        [*KTRAIL, "run", "--format", "json", "--output", str(out),
          "--store", str(tmp_path / "store" / "trail.db"), "--rotate-size", "16K",
          "--rotate-keep", "3", "--duration", "4"],
         stderr=subprocess.PIPE)
@@ -43,14 +42,12 @@ def test_output_file_rotates_by_size(tmp_path: Path) -> None:
                                        "trail.jsonl.3"]
     for f in files[1:]:
         assert f.stat().st_size <= 16 * 1024
-        for line in f.read_bytes().splitlines():
-            orjson.loads(line)  # no line was split across files
+        jsonl(f.read_bytes())  # every line parses: none was split across files
 
 
 def test_terminal_gets_human_text_and_sigterm_exits_cleanly() -> None:
     master, slave = pty.openpty()
-    ktrail = subprocess.Popen([sys.executable, "-m", "ktrail", "run", "--comm", "echo",
-                               "--no-store"],
+    ktrail = subprocess.Popen([*KTRAIL, "run", "--comm", "echo", "--no-store"],
                               stdout=slave, stderr=subprocess.PIPE, start_new_session=True)
     os.close(slave)
     assert ktrail.stderr is not None

@@ -19,17 +19,9 @@ from typing import Any
 
 import orjson
 import pytest
-from sensorkit import KTRAIL
+from sensorkit import jsonl, ktrail
 
 from ktrail.store import DEFAULT_PATH
-
-
-def ktrail(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*KTRAIL, *argv], capture_output=True, text=True, timeout=60)
-    assert "Traceback" not in p.stderr, p.stderr
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 def until(what: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -51,8 +43,7 @@ def probe(tmp_path: Path) -> str:
 
 
 def query_json(*argv: str) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in ktrail("query", "--format", "json", *argv)
-            .stdout.splitlines()]
+    return jsonl(ktrail("query", "--format", "json", *argv).stdout)
 
 
 def test_store_is_on_by_default_and_answers_while_the_sensor_runs(sensor,
