@@ -46,8 +46,10 @@ class Trace:
     def execs(self, exe: str) -> list[dict[str, Any]]:
         return [e for e in self.of_type("exec") if e["proc"]["exe"] == exe]
 
-    def by_pid(self, pid: int) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["proc"]["pid"] == pid]
+    def by_pid(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
+        """Events of process `pid` (of type `etype` only, if given)."""
+        return [e for e in self.events if e["proc"]["pid"] == pid
+                and (etype is None or e["evt"]["type"] == etype)]
 
     @property
     def final(self) -> dict[str, Any]:

@@ -41,38 +41,34 @@ TASK_OPS = textwrap.dedent(
 )
 
 
-def mine(t, pid: int, etype: str) -> list[dict]:
-    return [e for e in t.of_type(etype) if e["proc"]["pid"] == pid]
-
-
 def test_process_and_privilege_events_default_profile(sensor) -> None:
     s = sensor()
     p = subprocess.Popen([sys.executable, "-c", TASK_OPS], stdout=subprocess.PIPE, text=True)
     victim = int(p.communicate()[0])
     assert p.returncode == 0
     t = s.stop()
-    [prctl] = mine(t, p.pid, "prctl")
+    [prctl] = t.by_pid(p.pid, "prctl")
     assert prctl["prctl"] == {"option": "PR_SET_NAME", "name": "kworker/u8:2",
                               "old_name": Path(sys.executable).name[:15]}
-    [memfd] = mine(t, p.pid, "memfd_create")
+    [memfd] = t.by_pid(p.pid, "memfd_create")
     assert memfd["memfd"] == {"name": "stage2", "flags": ["MFD_CLOEXEC"]}
     [setsid] = [e for e in t.of_type("setsid") if e["proc"]["ppid"] == p.pid]
     assert setsid["evt"]["retval"] == setsid["proc"]["pid"]
     # Only the injection-relevant request by default: attach, not peek/detach.
-    [ptrace] = mine(t, p.pid, "ptrace")
+    [ptrace] = t.by_pid(p.pid, "ptrace")
     assert ptrace["ptrace"]["request"] == "PTRACE_ATTACH"
     assert ptrace["ptrace"]["target"]["pid"] == victim
     assert ptrace["ptrace"]["target"]["exec_id"].startswith(f"{victim}:")
-    setuids = [e["setuid"] for e in mine(t, p.pid, "setuid")]
+    setuids = [e["setuid"] for e in t.by_pid(p.pid, "setuid")]
     assert setuids[0]["asked"] == {"real": 0, "effective": 1000, "saved": 0}
     assert setuids[0]["now"]["effective"] == 1000
     assert setuids[1]["now"]["effective"] == 0
-    [esc] = mine(t, p.pid, "privilege_escalation")
+    [esc] = t.by_pid(p.pid, "privilege_escalation")
     assert esc["privilege_escalation"]["euid_before"] == 1000
     assert esc["privilege_escalation"]["euid"] == 0
     assert esc["evt"]["syscall"] == "setresuid"
     # Verbose types stay off in the default profile.
-    assert not mine(t, p.pid, "exec_memory") and not mine(t, p.pid, "kill")
+    assert not t.by_pid(p.pid, "exec_memory") and not t.by_pid(p.pid, "kill")
 
 
 def test_full_profile_adds_kill_exec_memory_and_every_ptrace(sensor) -> None:
@@ -80,11 +76,11 @@ def test_full_profile_adds_kill_exec_memory_and_every_ptrace(sensor) -> None:
     p = subprocess.Popen([sys.executable, "-c", TASK_OPS], stdout=subprocess.PIPE, text=True)
     victim = int(p.communicate()[0])
     t = s.stop()
-    requests = [e["ptrace"]["request"] for e in mine(t, p.pid, "ptrace")]
+    requests = [e["ptrace"]["request"] for e in t.by_pid(p.pid, "ptrace")]
     assert requests == ["PTRACE_ATTACH", "PTRACE_PEEKTEXT", "PTRACE_DETACH"]
-    [kill] = [e for e in mine(t, p.pid, "kill") if e["kill"]["target"]["pid"] == victim]
+    [kill] = [e for e in t.by_pid(p.pid, "kill") if e["kill"]["target"]["pid"] == victim]
     assert kill["kill"]["signal"] == "SIGTERM" and kill["kill"]["target"]["exe"] == "/usr/bin/sleep"
-    [mem] = mine(t, p.pid, "exec_memory")
+    [mem] = t.by_pid(p.pid, "exec_memory")
     assert "PROT_EXEC" in mem["memory"]["prot"] and mem["memory"]["anonymous"] is True
     assert mem["evt"]["syscall"] == "mmap"
 
