@@ -10,36 +10,17 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-import pytest
-from fakeproc import FakeProc
-from ringfixture import LIFECYCLE, read_fixture
+from fakeproc import make_enricher
 
-from ktrail.decode.decoder import decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.decode.schema import TYPE_SLOTS, EventType
 from ktrail.engine.clock import Clock
-from ktrail.engine.enrich import Enricher, Event
+from ktrail.engine.enrich import Event
 from ktrail.engine.filters import EventFilter
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
-from ktrail.process import ProcessTable, ProcFS, UserNames
-
-
-def make_enricher(tmp_path: Path) -> Enricher:
-    fake = FakeProc(tmp_path / "proc")
-    return Enricher(ProcessTable(ProcFS(fake.path), UserNames(lookup={0: "root"}.get)), Clock())
-
-
-@pytest.fixture(scope="module")
-def raw() -> RawBatch:
-    return read_fixture(str(LIFECYCLE))
-
-
-@pytest.fixture
-def events(tmp_path: Path, raw: RawBatch) -> list[Event]:
-    return make_enricher(tmp_path).process(decode(raw))
 
 
 def find(events: list[Event], etype: str, **where: Any) -> Event:
@@ -403,7 +384,6 @@ def test_rotating_file_flush_makes_data_visible(tmp_path: Path) -> None:
 
 
 def test_uevent_parsing_and_text() -> None:
-    from ktrail.engine.clock import Clock
     from ktrail.engine.uevents import parse, to_event
     from ktrail.output.formats import Text
 
