@@ -7,12 +7,14 @@ imported by name reliably (pytest loads both as the module `conftest`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fakeproc import FakeProc, make_enricher
 from ringfixture import LIFECYCLE, read_fixture
 
+from ktrail.cli.main import main
 from ktrail.decode.decoder import Batch, decode
 from ktrail.decode.ringbuf import RawBatch
 from ktrail.engine.enrich import Enricher, Event
@@ -42,3 +44,18 @@ def events(enricher: Enricher, batch: Batch) -> list[Event]:
 def fake(tmp_path: Path) -> FakeProc:
     return FakeProc(tmp_path / "proc")
 
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """main(argv) -> (exit code, stdout, stderr); argparse's SystemExit counts as a return."""
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        return code, out, err
+
+    return run
