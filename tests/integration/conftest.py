@@ -51,6 +51,15 @@ class Trace:
         return [e for e in self.events if e["proc"]["pid"] == pid
                 and (etype is None or e["evt"]["type"] == etype)]
 
+    def started_by(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
+        """Events of the processes `pid` started, directly or further down.
+
+        By the lineage the sensor recorded, which survives reparenting: other
+        processes on the machine make events too, and a test must look at its own."""
+        return [e for e in self.events
+                if any(a["pid"] == pid for a in e["proc"].get("ancestors") or ())
+                and (etype is None or e["evt"]["type"] == etype)]
+
     @property
     def final(self) -> dict[str, Any]:
         finals = [s for s in self.stats if s["final"]]
