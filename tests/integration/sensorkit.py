@@ -8,8 +8,11 @@ then fails to collect).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -33,3 +36,13 @@ def ktrail(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def jsonl(data: bytes | str) -> list[dict[str, Any]]:
     """ktrail's JSON lines (an --output file, `query --format json`), parsed."""
     return [orjson.loads(line) for line in data.splitlines()]
+
+
+@contextlib.contextmanager
+def machine_lock(what: str) -> Iterator[None]:
+    """Holds `what`, one machine-wide thing a test changes (core_pattern, root's
+    authorized_keys, the default store), while other runs of this suite on the
+    machine wait: they take the same lock file, from whichever checkout."""
+    with open(f"/run/lock/ktrail-test-{what}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
