@@ -2,6 +2,11 @@
 
 They need root. Off CI a non-root run skips them; on CI (CI=true) that is a
 failure, so a missing privilege or kernel feature can never pass as a skip.
+
+The machine is not idle while they run (other suites, other engineers): every
+assertion about events looks at the processes the test started (Trace.by_pid,
+Trace.started_by) or at a path or marker it made, never at the whole trail.
+Helpers that test modules import by name are in sensorkit.py.
 """
 
 from __future__ import annotations
