@@ -2,6 +2,11 @@
 
 They need root. Off CI a non-root run skips them; on CI (CI=true) that is a
 failure, so a missing privilege or kernel feature can never pass as a skip.
+
+The machine is not idle while they run (other suites, other engineers): every
+assertion about events looks at the processes the test started (Trace.by_pid,
+Trace.started_by) or at a path or marker it made, never at the whole trail.
+Helpers that test modules import by name are in sensorkit.py.
 """
 
 from __future__ import annotations
@@ -10,15 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
+from sensorkit import KTRAIL, jsonl
 
 
 def _need_root() -> None:
@@ -34,9 +38,6 @@ def _root() -> None:
     _need_root()
 
 
-KTRAIL = [sys.executable, "-m", "ktrail"]
-
-
 @dataclass
 class Trace:
     events: list[dict[str, Any]]
@@ -50,8 +51,19 @@ class Trace:
     def execs(self, exe: str) -> list[dict[str, Any]]:
         return [e for e in self.of_type("exec") if e["proc"]["exe"] == exe]
 
-    def by_pid(self, pid: int) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["proc"]["pid"] == pid]
+    def by_pid(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
+        """Events of process `pid` (of type `etype` only, if given)."""
+        return [e for e in self.events if e["proc"]["pid"] == pid
+                and (etype is None or e["evt"]["type"] == etype)]
+
+    def started_by(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
+        """Events of the processes `pid` started, directly or further down.
+
+        By the lineage the sensor recorded, which survives reparenting: other
+        processes on the machine make events too, and a test must look at its own."""
+        return [e for e in self.events
+                if any(a["pid"] == pid for a in e["proc"].get("ancestors") or ())
+                and (etype is None or e["evt"]["type"] == etype)]
 
     @property
     def final(self) -> dict[str, Any]:
@@ -110,8 +122,7 @@ class Sensor:
         os.unlink(self.out_path)
         if self.store_dir is not None:
             shutil.rmtree(self.store_dir, ignore_errors=True)
-        for line in out.splitlines():
-            e = orjson.loads(line)
+        for e in jsonl(out):
             (stats if e["evt"]["type"] == "stats" else events).append(e)
         return Trace(events, text, self.proc.returncode, [s["stats"] for s in stats])
 
@@ -130,7 +141,3 @@ def sensor() -> Iterator[Callable[..., Sensor]]:
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.wait()
-
-
-def run(*argv: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, capture_output=True, check=check, timeout=60)

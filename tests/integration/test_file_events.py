@@ -62,10 +62,6 @@ def run_script(work: Path) -> int:
     return p.pid
 
 
-def mine(t, pid: int, etype: str) -> list[dict]:
-    return [e for e in t.of_type(etype) if e["proc"]["pid"] == pid]
-
-
 def test_full_profile_file_events(sensor, work: Path) -> None:
     s = sensor("--profile", "full", "--watch", str(work / "secret"))
     pid = run_script(work)
@@ -73,36 +69,36 @@ def test_full_profile_file_events(sensor, work: Path) -> None:
     assert t.final["reader"]["unreconciled"] == 0
     w = str(work)
 
-    creates = {e["file"]["path"]: e for e in mine(t, pid, "create")}
+    creates = {e["file"]["path"]: e for e in t.by_pid(pid, "create")}
     assert creates[f"{w}/created"]["file"]["created"] is True
     assert creates[f"{w}/created"]["file"]["mode"] == "0640"
     assert "O_EXCL" in creates[f"{w}/created"]["file"]["flags"]
     # dirfd-relative: resolved against the directory fd, not the cwd.
     assert creates[f"{w}/sub/in-sub"]["evt"]["syscall"] == "openat"
 
-    [rename] = mine(t, pid, "rename")
+    [rename] = t.by_pid(pid, "rename")
     assert rename["file"] == {"path": f"{w}/created", "new_path": f"{w}/renamed", "flags": 0}
-    [link] = mine(t, pid, "link")
+    [link] = t.by_pid(pid, "link")
     assert (link["file"]["path"], link["file"]["new_path"]) == (f"{w}/renamed", f"{w}/hardlink")
-    [symlink] = mine(t, pid, "symlink")
+    [symlink] = t.by_pid(pid, "symlink")
     assert symlink["file"] == {"target": "../target/as-given", "path": f"{w}/symlink"}
 
-    chmods = {(e["file"]["path"], e["file"]["mode"]) for e in mine(t, pid, "chmod")}
+    chmods = {(e["file"]["path"], e["file"]["mode"]) for e in t.by_pid(pid, "chmod")}
     assert chmods == {(f"{w}/sub/in-sub", "0755"), (f"{w}/renamed", "4755")}
-    [chown] = mine(t, pid, "chown")
+    [chown] = t.by_pid(pid, "chown")
     assert (chown["file"]["path"], chown["file"]["uid"], chown["file"]["gid"]) == (
         f"{w}/renamed", 65534, 65534)
-    [utimes] = mine(t, pid, "utimes")
+    [utimes] = t.by_pid(pid, "utimes")
     assert utimes["file"]["mtime"] == utimes["file"]["atime"] == 978307200_000000000
-    truncs = {(e["file"]["path"], e["evt"]["syscall"]) for e in mine(t, pid, "truncate")}
+    truncs = {(e["file"]["path"], e["evt"]["syscall"]) for e in t.by_pid(pid, "truncate")}
     assert truncs == {(f"{w}/sub/in-sub", "ftruncate"), (f"{w}/renamed", "truncate")}
 
-    unlinks = {e["file"]["path"]: e["evt"]["error"] for e in mine(t, pid, "unlink")}
+    unlinks = {e["file"]["path"]: e["evt"]["error"] for e in t.by_pid(pid, "unlink")}
     assert unlinks == {f"{w}/hardlink": None, "/nonexistent-ktrail/x": "ENOENT"}
-    [rmdir] = mine(t, pid, "rmdir")
+    [rmdir] = t.by_pid(pid, "rmdir")
     assert rmdir["file"]["path"] == f"{w}/gone" and rmdir["evt"]["retval"] == 0
 
-    opens = {e["file"]["path"]: e for e in mine(t, pid, "open")}
+    opens = {e["file"]["path"]: e for e in t.by_pid(pid, "open")}
     # A failed attempt to write is an event, with its errno.
     assert opens[f"{w}/sub"]["evt"]["error"] == "EISDIR"
     # A read of a watched directory's file, by inode.
@@ -117,11 +113,11 @@ def test_default_profile_reports_watched_reads_not_writes(sensor, work: Path) ->
     s = sensor("--watch", str(work / "secret"))
     pid = run_script(work)
     t = s.stop()
-    opens = [e["file"]["path"] for e in mine(t, pid, "open")]
+    opens = [e["file"]["path"] for e in t.by_pid(pid, "open")]
     # Writes are `full` only; the watched read is always reported.
     assert opens == [f"{work}/secret/key"]
-    assert not mine(t, pid, "unlink") and not mine(t, pid, "truncate")
-    assert {e["file"]["path"] for e in mine(t, pid, "create")} == {
+    assert not t.by_pid(pid, "unlink") and not t.by_pid(pid, "truncate")
+    assert {e["file"]["path"] for e in t.by_pid(pid, "create")} == {
         f"{work}/created", f"{work}/sub/in-sub"}
 
 

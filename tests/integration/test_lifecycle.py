@@ -8,8 +8,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 
-from conftest import run
+from sensorkit import run
 
 
 def test_shell_echo_exit3_acceptance(sensor) -> None:
@@ -37,8 +38,10 @@ def test_shell_echo_exit3_acceptance(sensor) -> None:
     assert exits[echo["proc"]["exec_id"]]["code"] == 0
     assert exits[sh["proc"]["exec_id"]]["code"] == 3
     assert exits[sh["proc"]["exec_id"]]["signal"] is None
-    # The run summary accounts for every record and lost none.
-    assert t.final["kernel"]["dropped_total"] == 0
+    # The run summary accounts for every record: read, or counted as dropped. (Whether
+    # any was dropped depends on the whole machine's load; none of this test's was.)
+    k = t.final["kernel"]
+    assert k["attempted"] == t.final["reader"]["records"] + k["dropped_total"]
     assert t.final["reader"]["unreconciled"] == 0
 
 
@@ -47,7 +50,8 @@ def test_thirty_arguments(sensor) -> None:
     args = [f"arg{i:02d}-{'x' * i}" for i in range(1, 31)]
     run("/bin/true", *args, check=True)
     t = s.stop()
-    [e] = [e for e in t.execs("/bin/true") if e["exec"]["args"][1:] == args]
+    [e] = [e for e in t.execs("/bin/true") if e["exec"]["args"][1:] == args
+           and e["proc"]["ppid"] == os.getpid()]  # another run of this test: same args
     assert e["exec"]["argc"] == 31
     assert e["proc"]["args"] == ["/bin/true", *args]
     assert not e["exec"]["args_truncated"]
@@ -58,7 +62,8 @@ def test_argv_over_4k_is_truncated_and_flagged(sensor) -> None:
     big = ["y" * 1000 for _ in range(6)]  # ~6 KB of argv
     run("/bin/true", "marker-4k", *big, check=True)
     t = s.stop()
-    [e] = [e for e in t.execs("/bin/true") if e["exec"]["args"][1:2] == ["marker-4k"]]
+    [e] = [e for e in t.execs("/bin/true") if e["exec"]["args"][1:2] == ["marker-4k"]
+           and e["proc"]["ppid"] == os.getpid()]  # another run of this test: same marker
     assert e["exec"]["args_truncated"] is True
     assert e["exec"]["argc"] == 8  # the true count, not what fitted
     assert len("\0".join(e["exec"]["args"])) <= 4096
@@ -84,12 +89,13 @@ def test_exit_code_and_signal(sensor) -> None:
 
 def test_failed_exec_reports_errno(sensor) -> None:
     s = sensor()
+    missing = f"/nonexistent/ktrail-test-{uuid.uuid4().hex[:8]}"  # no other run tries it
     with contextlib.suppress(FileNotFoundError):
-        subprocess.run(["/nonexistent/ktrail-test", "x", "y"])
+        subprocess.run([missing, "x", "y"])
     t = s.stop()
-    [e] = [e for e in t.of_type("exec") if e["exec"]["filename"] == "/nonexistent/ktrail-test"]
+    [e] = [e for e in t.of_type("exec") if e["exec"]["filename"] == missing]
     assert e["exec"]["retval"] == -2 and e["exec"]["error"] == "ENOENT"
-    assert e["exec"]["args"] == ["/nonexistent/ktrail-test", "x", "y"]
+    assert e["exec"]["args"] == [missing, "x", "y"]
     # A failed exec leaves the caller's image: proc is subprocess's forked
     # child, still running this Python, whose parent is this test.
     assert e["proc"]["parent"]["pid"] == os.getpid()
@@ -110,7 +116,7 @@ DOUBLE_FORK = textwrap.dedent(
             os.write(w, b"x")
             while os.getppid() == me:  # wait to be reparented
                 time.sleep(0.005)
-            os.execv("/bin/echo", ["/bin/echo", "grandchild-reparented"])
+            os.execv("/bin/echo", ["/bin/echo", "grandchild-reparented", sys.argv[1]])
         os._exit(0)
     os.close(w)
     os.read(r, 1)
@@ -123,11 +129,13 @@ DOUBLE_FORK = textwrap.dedent(
 
 def test_double_fork_grandchild_keeps_lineage(sensor) -> None:
     s = sensor()
-    p = subprocess.run([sys.executable, "-c", DOUBLE_FORK], capture_output=True, check=True)
+    tag = uuid.uuid4().hex  # tells this grandchild from another run's
+    p = subprocess.run([sys.executable, "-c", DOUBLE_FORK, tag], capture_output=True,
+                       check=True)
     child_pid = int(p.stdout.split()[0])
     t = s.stop()
-    [g] = [e for e in t.execs("/bin/echo") if e["exec"]["args"] == ["/bin/echo",
-                                                                   "grandchild-reparented"]]
+    [g] = [e for e in t.execs("/bin/echo")
+           if e["exec"]["args"] == ["/bin/echo", "grandchild-reparented", tag]]
     [top] = [e for e in t.of_type("exec")
              if e["exec"]["args"][1:2] == ["-c"] and e["proc"]["ppid"] == os.getpid()
              and e["exec"]["retval"] == 0]
@@ -148,10 +156,11 @@ THREADS = "import threading; t = threading.Thread(target=lambda: None); t.start(
 
 def test_threads_filtered_in_kernel_unless_asked(sensor) -> None:
     s = sensor()
-    p = subprocess.run([sys.executable, "-c", THREADS], check=True)
+    p = subprocess.Popen([sys.executable, "-c", THREADS])
+    assert p.wait() == 0
     t = s.stop()
-    assert p.returncode == 0
-    assert not [e for e in t.of_type("fork") if e["fork"]["thread"]]
+    assert t.by_pid(p.pid, "exec"), "the sensor saw the process"
+    assert not [e for e in t.by_pid(p.pid, "fork") if e["fork"]["thread"]]
 
     s = sensor("--threads")
     p = subprocess.Popen([sys.executable, "-c", THREADS])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import random
 import socket
 import subprocess
 import sys
@@ -16,10 +19,20 @@ import dns.rcode
 
 
 @contextlib.contextmanager
-def resolver_on_loopback() -> Iterator[None]:
-    """A DNS server on 127.0.0.1:53 answering NXDOMAIN, for getent to ask."""
+def resolver_on_loopback() -> Iterator[str]:
+    """A DNS server answering NXDOMAIN, for getent to ask; yields its address.
+
+    Port 53 of a loopback address of its own (127.x.y.z, x > 0): another run
+    of these tests may hold 127.0.0.1:53 meanwhile."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind(("127.0.0.1", 53))
+    for attempt in range(20):
+        addr = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        try:
+            srv.bind((addr, 53))
+            break
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE or attempt == 19:
+                raise
     srv.settimeout(0.2)
     stop = threading.Event()
 
@@ -36,7 +49,7 @@ def resolver_on_loopback() -> Iterator[None]:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        yield
+        yield addr
     finally:
         stop.set()
         t.join()
@@ -45,7 +58,7 @@ def resolver_on_loopback() -> Iterator[None]:
 
 CLIENT = textwrap.dedent(
     """
-    import socket
+    import socket, sys
     srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(7)
     port = srv.getsockname()[1]
     c = socket.create_connection(("127.0.0.1", port))
@@ -64,15 +77,16 @@ CLIENT = textwrap.dedent(
     q = (bytes.fromhex("abcd01000001000000000000")
          + b"\\x04ktrl\\x07example\\x00\\x00\\x01\\x00\\x01")
     d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    d.sendmsg([q], [], 0, ("127.0.0.1", 53))
+    d.sendmsg([q], [], 0, (sys.argv[1], 53))
     """
 )
 
 
 def test_connect_accept_bind_listen(sensor) -> None:
     s = sensor()
-    with resolver_on_loopback():
-        p = subprocess.Popen([sys.executable, "-c", CLIENT], stdout=subprocess.PIPE, text=True)
+    with resolver_on_loopback() as resolver:
+        p = subprocess.Popen([sys.executable, "-c", CLIENT, resolver], stdout=subprocess.PIPE,
+                             text=True)
         out = p.communicate()[0]
     assert p.returncode == 0
     t = s.stop()
@@ -101,20 +115,20 @@ def test_connect_accept_bind_listen(sensor) -> None:
 
 def test_getent_against_loopback_resolver_gives_query(sensor, tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
-    conf.write_text("nameserver 127.0.0.1\noptions attempts:1 timeout:1\n")
     s = sensor()
-    with resolver_on_loopback():
+    with resolver_on_loopback() as resolver:
+        conf.write_text(f"nameserver {resolver}\noptions attempts:1 timeout:1\n")
         # A private mount namespace, so the host's resolv.conf is untouched.
         subprocess.run(["unshare", "-m", "sh", "-c",
                         f"mount --bind {conf} /etc/resolv.conf && "
                         "exec getent hosts example.invalid"], timeout=30)
     t = s.stop()
-    queries = {(e["dns"]["query"], e["dns"]["qtype"]) for e in t.of_type("dns")
-               if e["proc"]["comm"] == "getent"}
+    # This test's getent: another run's, or any other, may query meanwhile.
+    mine = [e for e in t.started_by(os.getpid(), "dns") if e["proc"]["comm"] == "getent"]
+    queries = {(e["dns"]["query"], e["dns"]["qtype"]) for e in mine}
     assert ("example.invalid", "A") in queries
-    [e] = [e for e in t.of_type("dns") if e["proc"]["comm"] == "getent"
-           and e["dns"]["qtype"] == "A"][:1]
-    assert e["net"]["daddr"] == "127.0.0.1" and e["net"]["protocol"] == "udp"
+    [e] = [e for e in mine if e["dns"]["qtype"] == "A"][:1]
+    assert e["net"]["daddr"] == resolver and e["net"]["protocol"] == "udp"
 
 
 def test_udp_to_other_ports_is_not_dns(sensor) -> None:
@@ -122,6 +136,8 @@ def test_udp_to_other_ports_is_not_dns(sensor) -> None:
     s = sensor()
     code = ("import socket; d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             "d.sendto(b'x' * 40, ('127.0.0.1', 5353))")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    p = subprocess.Popen([sys.executable, "-c", code])
+    assert p.wait() == 0
     t = s.stop()
-    assert not [e for e in t.of_type("dns") if e["net"]["dport"] == 5353]
+    assert t.by_pid(p.pid, "exec"), "the sensor saw the sender"
+    assert not [e for e in t.by_pid(p.pid, "dns") if e["net"]["dport"] == 5353]

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sensorkit import jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOT = ROOT / "tests" / "vm" / "boot.sh"
@@ -59,10 +60,6 @@ def vm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _events(out: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in (out / "events.json").read_bytes().splitlines()]
-
-
 def test_doctor_on_61_finds_every_mechanism(vm_run: Path) -> None:
     r = orjson.loads((vm_run / "doctor.json").read_bytes())
     assert r["kernel"].startswith("6.1."), r["kernel"]
@@ -84,7 +81,7 @@ def test_default_profile_on_61_attaches_no_syscall_tracepoint(vm_run: Path) -> N
 
 
 def test_events_through_fentry_match_the_tracepoint_path(vm_run: Path) -> None:
-    events = _events(vm_run)
+    events = jsonl((vm_run / "events.json").read_bytes())
     by_type: dict[str, list[dict[str, Any]]] = {}
     for e in events:
         by_type.setdefault(e["evt"]["type"], []).append(e)

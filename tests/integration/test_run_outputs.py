@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import orjson
+from sensorkit import KTRAIL, jsonl
 
 
 def test_libbpf_reader_fallback_sees_the_same_events(sensor) -> None:
@@ -30,7 +30,7 @@ def test_libbpf_reader_fallback_sees_the_same_events(sensor) -> None:
 def test_output_file_rotates_by_size(tmp_path: Path) -> None:
     out = tmp_path / "trail.jsonl"
     ktrail = subprocess.Popen(
-        [sys.executable, "-m", "ktrail", "run", "--format", "json", "--output", str(out),
+        [*KTRAIL, "run", "--format", "json", "--output", str(out),
          "--store", str(tmp_path / "store" / "trail.db"), "--rotate-size", "16K",
          "--rotate-keep", "3", "--duration", "4"],
         stderr=subprocess.PIPE)
@@ -43,14 +43,12 @@ def test_output_file_rotates_by_size(tmp_path: Path) -> None:
                                        "trail.jsonl.3"]
     for f in files[1:]:
         assert f.stat().st_size <= 16 * 1024
-        for line in f.read_bytes().splitlines():
-            orjson.loads(line)  # no line was split across files
+        jsonl(f.read_bytes())  # every line parses: none was split across files
 
 
 def test_terminal_gets_human_text_and_sigterm_exits_cleanly() -> None:
     master, slave = pty.openpty()
-    ktrail = subprocess.Popen([sys.executable, "-m", "ktrail", "run", "--comm", "echo",
-                               "--no-store"],
+    ktrail = subprocess.Popen([*KTRAIL, "run", "--comm", "echo", "--no-store"],
                               stdout=slave, stderr=subprocess.PIPE, start_new_session=True)
     os.close(slave)
     assert ktrail.stderr is not None
@@ -70,10 +68,13 @@ def test_terminal_gets_human_text_and_sigterm_exits_cleanly() -> None:
         text += chunk
     os.close(master)
     assert ktrail.returncode == 0
-    decoded = text.decode()
+    # Alerts (bold red) pass --comm, as rules see every event, and any process on
+    # the machine may raise one meanwhile: the checks below are on events.
+    decoded = re.sub(r"\x1b\[1;31m.*?\x1b\[0m", "", text.decode(), flags=re.S)
     assert "exec" in decoded and "/bin/echo on-a-terminal" in decoded
     assert "{" not in decoded.split("stats")[0]  # human text, not JSON
-    assert "stats" in decoded and "lost=0" in decoded
+    # What was lost is the whole machine's: the stats line says it, whatever it is.
+    assert "stats" in decoded and re.search(r"\blost=\d+", decoded)
     # --comm echo let nothing else through.
     lines = [ln for ln in decoded.splitlines() if ln.strip() and "stats" not in ln]
     assert lines and all("echo(" in ln for ln in lines)
@@ -85,7 +86,11 @@ def test_filters_pid_and_uid(sensor) -> None:
     subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/true",
                     "as-nobody"], check=True)
     t = s.stop()
-    assert t.events and all(e["proc"]["uid"] == 65534 for e in t.events)
-    assert any(e["exec"]["args"] == ["/bin/true", "as-nobody"] for e in t.of_type("exec"))
+    # Alerts pass the output filters (rules see every event), and any process on
+    # the machine may raise one: the filter is checked on events.
+    events = [e for e in t.events if e["evt"]["type"] != "alert"]
+    assert events and all(e["proc"]["uid"] == 65534 for e in events)
+    assert any(e["exec"]["args"] == ["/bin/true", "as-nobody"]
+               and e["proc"]["ppid"] == os.getpid() for e in t.of_type("exec"))
     # The filter hides events from the output, not from the process table.
     assert t.final["events_total"] > t.final["output_events"]

@@ -19,17 +19,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import KTRAIL
+from sensorkit import jsonl, ktrail, machine_lock
 
 from ktrail.store import DEFAULT_PATH
-
-
-def ktrail(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*KTRAIL, *argv], capture_output=True, text=True, timeout=60)
-    assert "Traceback" not in p.stderr, p.stderr
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
 
 
 def until(what: Callable[[], Any], timeout: float = 10.0) -> Any:
@@ -51,11 +43,18 @@ def probe(tmp_path: Path) -> str:
 
 
 def query_json(*argv: str) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in ktrail("query", "--format", "json", *argv)
-            .stdout.splitlines()]
+    return jsonl(ktrail("query", "--format", "json", *argv).stdout)
 
 
-def test_store_is_on_by_default_and_answers_while_the_sensor_runs(sensor,
+@pytest.fixture
+def default_store() -> Iterator[None]:
+    """The default store is the machine's: one sensor at a time may write it, so
+    runs of this suite take turns (requested before `sensor`, released after it)."""
+    with machine_lock("default-store"):
+        yield
+
+
+def test_store_is_on_by_default_and_answers_while_the_sensor_runs(default_store: None, sensor,
                                                                   tmp_path: Path) -> None:
     # The real default path, as an operator gets it (no --store anywhere).
     s = sensor(store=None)
@@ -74,7 +73,8 @@ def test_store_is_on_by_default_and_answers_while_the_sensor_runs(sensor,
     assert f"storing the trail in {DEFAULT_PATH}" in t.stderr
     store = t.final["store"]
     assert store["path"] == DEFAULT_PATH and store["written"] >= 3
-    assert store["shed"] == store["failed"] == store["errors"] == 0
+    # Nothing failed; batches shed (a full queue) would depend on the machine's load.
+    assert store["failed"] == store["errors"] == 0
     # What the stream said is what the store has.
     [streamed] = t.execs(exe)
     assert streamed == found[0]
@@ -171,7 +171,8 @@ def test_full_disk_is_reported_and_the_stream_goes_on(sensor, tiny_fs: Path,
                                                       tmp_path: Path) -> None:
     s = sensor(store=str(tiny_fs / "trail.db"))
     # Enough exec/fork/exit events to fill a 1 MiB filesystem several times over.
-    subprocess.run(["sh", "-c", "for i in $(seq 1500); do /bin/true; done"], check=True)
+    loop = subprocess.Popen(["sh", "-c", "for i in $(seq 1500); do /bin/true; done"])
+    assert loop.wait() == 0
     exe = probe(tmp_path)
     time.sleep(1)
     subprocess.run([exe], check=True)  # after the disk is full
@@ -189,7 +190,8 @@ def test_full_disk_is_reported_and_the_stream_goes_on(sensor, tiny_fs: Path,
     assert st["failed"] > 0 and st["errors"] > 0 and st["last_error"] == "disk full"
     assert st["written"] + st["failed"] + st["shed"] == t.final["events_total"]
     # The stream has everything, the late probe included.
-    assert len(t.execs("/bin/true")) >= 1500 and len(t.execs(exe)) == 1
+    mine = [e for e in t.execs("/bin/true") if e["proc"]["ppid"] == loop.pid]
+    assert len(mine) == 1500 and len(t.execs(exe)) == 1
 
 
 def test_no_room_for_the_store_at_start_is_a_warning_not_a_stop(sensor, tiny_fs: Path,

@@ -6,6 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
+from ktrail.engine.enrich import Enricher
+from ktrail.process import ProcessTable, ProcFS, UserNames
+from ktrail.units import Clock
+
 PF_KTHREAD = 0x00200000
 
 
@@ -92,3 +96,10 @@ class FakeProc:
 
     def remove(self, pid: int) -> None:
         shutil.rmtree(self.root / str(pid), ignore_errors=True)
+
+
+def make_enricher(tmp_path: Path, clock: Clock | None = None) -> Enricher:
+    """An enricher over an empty fake /proc: nothing from the real /proc leaks in."""
+    fake = FakeProc(tmp_path / "proc")
+    table = ProcessTable(ProcFS(fake.path), UserNames(lookup={0: "root"}.get))
+    return Enricher(table, clock or Clock())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from ktrail.units import Clock
 
 REAL_PREFLIGHT = features.preflight
 GUARD = "test guard: the kernel was about to be touched"
+# The run_cli fixture (conftest.py): main(argv) -> (exit code, stdout, stderr).
+RunCli = Callable[[list[str]], tuple[int, str, str]]
 
 
 class Machine:
@@ -55,17 +58,6 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Machine:
     return m
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """main(argv) -> (exit code, stderr); argparse's SystemExit counts as a return."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, err
-
-
 def assert_cli_error(code: int, err: str, *needles: str) -> None:
     assert code == EXIT_ENV == 2
     assert err.startswith("ktrail: error: "), err
@@ -90,24 +82,24 @@ def assert_usage_error(code: int, err: str, *needles: str) -> None:
     [("bogus", "bogus"), ("exec,nope", "nope"), ("", "(none given)"), (" , ", "(none given)")],
 )
 def test_bad_events(
-    value: str, needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+    value: str, needle: str, run_cli: RunCli, machine: Machine
 ) -> None:
-    code, err = run_main(["run", "--events", value], capsys)
+    code, _, err = run_cli(["run", "--events", value])
     assert_cli_error(code, err, "--events", needle, "exec, fork, exit")
     assert machine.calls == []
 
 
 @pytest.mark.parametrize("value", ["12Q", "", "M", "-1M", "0", "abc", "inf", "1e400"])
-def test_bad_ring_size(value: str, capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
-    code, err = run_main(["run", f"--ring-size={value}"], capsys)
+def test_bad_ring_size(value: str, run_cli: RunCli, machine: Machine) -> None:
+    code, _, err = run_cli(["run", f"--ring-size={value}"])
     assert_cli_error(code, err, "--ring-size", repr(value))
     assert err.count("\n") == 1
     assert machine.calls == []
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "0", "nan"])
-def test_bad_duration(value: str, capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
-    code, err = run_main(["run", f"--duration={value}"], capsys)
+def test_bad_duration(value: str, run_cli: RunCli, machine: Machine) -> None:
+    code, _, err = run_cli(["run", f"--duration={value}"])
     assert_cli_error(code, err, "--duration must be a positive number")
     assert machine.calls == []
 
@@ -125,9 +117,9 @@ def test_bad_duration(value: str, capsys: pytest.CaptureFixture[str], machine: M
     ],
 )
 def test_bad_bounds(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+    argv: list[str], needle: str, run_cli: RunCli, machine: Machine
 ) -> None:
-    code, err = run_main(["run", *argv], capsys)
+    code, _, err = run_cli(["run", *argv])
     assert_cli_error(code, err, needle)
     assert machine.calls == []
 
@@ -144,15 +136,15 @@ def test_bad_bounds(
     ],
 )
 def test_argparse_errors(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], machine: Machine
+    argv: list[str], needle: str, run_cli: RunCli, machine: Machine
 ) -> None:
-    code, err = run_main(argv, capsys)
+    code, _, err = run_cli(argv)
     assert_usage_error(code, err, needle)
     assert machine.calls == []
 
 
-def test_no_subcommand(capsys: pytest.CaptureFixture[str], machine: Machine) -> None:
-    code, err = run_main([], capsys)
+def test_no_subcommand(run_cli: RunCli, machine: Machine) -> None:
+    code, _, err = run_cli([])
     assert code == 2
     assert err.startswith("usage: ktrail")
     assert "run" in err and "doctor" in err
@@ -170,13 +162,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_not_privileged(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], machine: Machine
+    monkeypatch: pytest.MonkeyPatch, run_cli: RunCli, machine: Machine
 ) -> None:
     # The real preflight, seeing an unprivileged caller: it stops before probing anything.
     monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
     monkeypatch.setattr(features.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(features, "effective_caps", lambda: 0)
-    code, err = run_main(["run", "--duration", "1"], capsys)
+    code, _, err = run_cli(["run", "--duration", "1"])
     assert_cli_error(code, err, "cannot trace on this machine", "root")
     assert machine.calls == []
 
@@ -196,7 +188,7 @@ def test_output_in_missing_directory(
     privileged: bool,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_cli: RunCli,
 ) -> None:
     """Unprivileged, the preflight refuses first; privileged, the --output check does.
 
@@ -213,7 +205,7 @@ def test_output_in_missing_directory(
         monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
         monkeypatch.setattr(features.os, "geteuid", lambda: 1000)
         monkeypatch.setattr(features, "effective_caps", lambda: 0)
-    code, err = run_main(["run", "--output", str(target)], capsys)
+    code, _, err = run_cli(["run", "--output", str(target)])
     if privileged:
         assert_cli_error(code, err, f"--output {target}", "No such file or directory")
         assert not FakeBuild.started  # a bad --output is refused before BPF is loaded
@@ -223,7 +215,7 @@ def test_output_in_missing_directory(
 
 
 def test_output_in_missing_directory_as_this_user(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: RunCli
 ) -> None:
     """As whoever runs the tests: non-root fails in the real preflight; root gets past it
     (faked, so no kernel probing) to the --output check."""
@@ -235,7 +227,7 @@ def test_output_in_missing_directory_as_this_user(
     else:
         monkeypatch.setattr(features, "preflight", REAL_PREFLIGHT)
         monkeypatch.setattr(features, "effective_caps", lambda: 0)
-    code, err = run_main(["run", "--output", str(target)], capsys)
+    code, _, err = run_cli(["run", "--output", str(target)])
     if os.geteuid() == 0:
         assert_cli_error(code, err, f"--output {target}", "No such file or directory")
     else:

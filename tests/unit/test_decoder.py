@@ -6,7 +6,6 @@ import struct
 
 import numpy as np
 import pytest
-from ringfixture import LIFECYCLE, read_fixture
 
 from ktrail.decode.decoder import Batch, LossTracker, RawBatch, decode
 from ktrail.decode.schema import EXEC, EXIT, FORK, HEADER, ExecFlags
@@ -19,16 +18,6 @@ PID_OFF = HEADER.fields["pid"][1]
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def raw() -> RawBatch:
-    return read_fixture(str(LIFECYCLE))
-
-
-@pytest.fixture(scope="module")
-def batch(raw: RawBatch) -> Batch:
-    return decode(raw)
 
 
 def records_of(raw: RawBatch) -> list[bytes]:

@@ -7,45 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
-from fakeproc import FakeProc
-from ringfixture import LIFECYCLE, read_fixture
+from fakeproc import make_enricher
 
 from ktrail.decode.decoder import Batch, RawBatch, decode
 from ktrail.engine.enrich import Enricher, Event, decode_status, split_args
 from ktrail.events.registry import EventType
-from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.units import Clock, ticks
 
-NAMES = {0: "root"}
 RFC3339_NS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$")
 EXEC_ID = re.compile(r"^\d+:\d+$")
-
-
-def make_enricher(tmp_path: Path, clock: Clock | None = None) -> Enricher:
-    fake = FakeProc(tmp_path / "proc")  # empty: nothing from the real /proc leaks in
-    table = ProcessTable(ProcFS(fake.path), UserNames(lookup=NAMES.get))
-    return Enricher(table, clock or Clock())
-
-
-@pytest.fixture(scope="module")
-def raw() -> RawBatch:
-    return read_fixture(str(LIFECYCLE))
-
-
-@pytest.fixture(scope="module")
-def batch(raw: RawBatch) -> Batch:
-    return decode(raw)
-
-
-@pytest.fixture
-def enricher(tmp_path: Path) -> Enricher:
-    return make_enricher(tmp_path)
-
-
-@pytest.fixture
-def events(enricher: Enricher, batch: Batch) -> list[Event]:
-    return enricher.process(batch)
 
 
 # --- helpers -------------------------------------------------------------------------

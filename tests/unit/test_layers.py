@@ -45,7 +45,7 @@ LAYERS: list[str] = [
 @dataclass(frozen=True)
 class Import:
     path: str       # the importing file, from the directory above the package's
-    module: str     # the importing module, e.g. "ktrail.decode.ringbuf"
+    module: str     # the importing module, e.g. "ktrail.sources.ringbuf"
     line: int
     target: str     # what it imports, e.g. "ktrail.loader.libbpf"
 

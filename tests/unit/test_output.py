@@ -10,36 +10,18 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-import pytest
-from fakeproc import FakeProc
-from ringfixture import LIFECYCLE, read_fixture
+from fakeproc import make_enricher
 
-from ktrail.decode.decoder import RawBatch, decode
+from ktrail.decode.decoder import RawBatch
 from ktrail.decode.schema import TYPE_SLOTS
-from ktrail.engine.enrich import Enricher, Event
+from ktrail.engine.enrich import Event
 from ktrail.engine.pipeline import Pipeline, RunOptions
 from ktrail.events.registry import EventType
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.output.formats import JsonLines, Text, make_format, stats_summary
 from ktrail.output.target import RotatingFile, Stream
-from ktrail.process import ProcessTable, ProcFS, UserNames
 from ktrail.sinks.output import OutputSink
 from ktrail.units import Clock
-
-
-def make_enricher(tmp_path: Path) -> Enricher:
-    fake = FakeProc(tmp_path / "proc")
-    return Enricher(ProcessTable(ProcFS(fake.path), UserNames(lookup={0: "root"}.get)), Clock())
-
-
-@pytest.fixture(scope="module")
-def raw() -> RawBatch:
-    return read_fixture(str(LIFECYCLE))
-
-
-@pytest.fixture
-def events(tmp_path: Path, raw: RawBatch) -> list[Event]:
-    return make_enricher(tmp_path).process(decode(raw))
 
 
 def find(events: list[Event], etype: str, **where: Any) -> Event:
@@ -405,7 +387,6 @@ def test_rotating_file_flush_makes_data_visible(tmp_path: Path) -> None:
 def test_uevent_parsing_and_text() -> None:
     from ktrail.output.formats import Text
     from ktrail.sources.uevents import parse, to_event
-    from ktrail.units import Clock
 
     msg = (b"add@/devices/pci0000:00/usb1/1-1\0ACTION=add\0DEVPATH=/devices/pci0000:00/usb1/1-1"
            b"\0SUBSYSTEM=usb\0DEVNAME=bus/usb/001/002\0DEVTYPE=usb_device\0PRODUCT=781/5567/100"

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fakeproc import FakeProc
 
@@ -27,11 +25,6 @@ class CountingLookup:
     def __call__(self, uid: int) -> str | None:
         self.calls.append(uid)
         return self.names.get(uid)
-
-
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeProc:
-    return FakeProc(tmp_path / "proc")
 
 
 def make_table(fake: FakeProc, **kw: int) -> ProcessTable:

@@ -8,11 +8,6 @@ from fakeproc import FakeProc, stat_line
 from ktrail.process import ProcFS, parse_stat
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> FakeProc:
-    return FakeProc(tmp_path / "proc")
-
-
 def test_pids_skips_non_numeric(fake: FakeProc) -> None:
     fake.add(10)
     fake.add(2)

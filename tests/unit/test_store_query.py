@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 from storeevents import NS, World, alert, rfc3339
 
-from ktrail.cli.main import main
 from ktrail.store.query import Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
 from ktrail.store.tree import TreeError, current_boot_id, resolve, summarise
 from ktrail.store.tree import build as build_tree
 from ktrail.store.writer import StoreWriter
+
+# The run_cli fixture (conftest.py): main(argv) -> (exit code, stdout, stderr).
+RunCli = Callable[[list[str]], tuple[int, str, str]]
 
 # ---- a store to read ----------------------------------------------------------------
 
@@ -194,36 +197,25 @@ def test_summaries() -> None:
 # ---- the commands -------------------------------------------------------------------
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
-
-
-def test_query_command_json_csv_table(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_query_command_json_csv_table(store: Path, run_cli: RunCli) -> None:
     code, out, _ = run_cli(["query", "--store", str(store), "--type", "exec", "--exe",
-                            "/usr/bin/curl", "--since", "2027-01-01"], capsys)
+                            "/usr/bin/curl", "--since", "2027-01-01"])
     assert code == 0
     [ev] = [orjson.loads(line) for line in out.splitlines()]
     assert ev["proc"]["args"] == ["curl", "http://10.1.2.3/"]  # the event, whole
     code, out, _ = run_cli(["query", "--store", str(store), "--type", "exit,exec",
-                            "--format", "csv", "--user", "alice"], capsys)
+                            "--format", "csv", "--user", "alice"])
     lines = out.splitlines()
     assert lines[0].startswith("id,time,type,pid,exec_id,exe") and len(lines) == 6
     code, out, err = run_cli(["query", "--store", str(store), "--format", "table",
-                              "--limit", "3"], capsys)
+                              "--limit", "3"])
     assert code == 0 and "showing the latest 3" in err
     assert "exec_id" in out and "4001:99999" in out
     code, out, _ = run_cli(["query", "--store", str(store),
-                            "select type, count(*) n from events group by type order by 1"],
-                           capsys)
+                            "select type, count(*) n from events group by type order by 1"])
     assert orjson.loads(out.splitlines()[0]) == {"type": "connect", "n": 1}
     code, out, _ = run_cli(["query", "--store", str(store),
-                            "select json from events where type = 'connect'"], capsys)
+                            "select json from events where type = 'connect'"])
     assert orjson.loads(out)["json"]["net"]["dport"] == 80  # JSON, not a string of it
 
 
@@ -237,33 +229,32 @@ def test_query_command_json_csv_table(store: Path, capsys: pytest.CaptureFixture
     (["selec 1"], 1, "SQL: near \"selec\""),
     (["--rule", "x", "--addr", "1.2.3.4"], 1, "--rule queries alerts"),
 ])
-def test_query_command_errors(store: Path, capsys: pytest.CaptureFixture[str],
+def test_query_command_errors(store: Path, run_cli: RunCli,
                               argv: list[str], code: int, needle: str) -> None:
-    got, out, err = run_cli(["query", "--store", str(store), *argv], capsys)
+    got, out, err = run_cli(["query", "--store", str(store), *argv])
     assert got == code and out == ""
     assert err.startswith("ktrail: error: ") and needle in err and err.count("\n") == 1
 
 
-def test_query_command_on_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["query", "--store", str(tmp_path / "none.db")], capsys)
+def test_query_command_on_bad_files(tmp_path: Path, run_cli: RunCli) -> None:
+    code, _, err = run_cli(["query", "--store", str(tmp_path / "none.db")])
     assert code == 2 and "no store at" in err
     junk = tmp_path / "junk.db"
     junk.write_text("hello")
-    code, _, err = run_cli(["tree", "1", "--store", str(junk)], capsys)
+    code, _, err = run_cli(["tree", "1", "--store", str(junk)])
     assert code == 2 and f"store {junk}: not a ktrail store" in err
 
 
-def test_tree_command(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["tree", "4000", "--store", str(store)], capsys)
+def test_tree_command(store: Path, run_cli: RunCli) -> None:
+    code, out, _ = run_cli(["tree", "4000", "--store", str(store)])
     assert code == 0
     assert "bash(4000) bash" in out and "target" in out
     assert "ssh-keygen(4001) ssh-keygen -t ed25519" in out
     assert "create /home/alice/.ssh/id_ed25519" in out
     assert "ALERT WARNING Odd connect" in out and "exit 7" in out
     assert out.index("bash(4000)") < out.index("ssh-keygen(4001)") < out.index("curl(4002)")
-    code, out, _ = run_cli(["tree", "4002:28014", "--store", str(store), "--format", "json"],
-                           capsys)
+    code, out, _ = run_cli(["tree", "4002:28014", "--store", str(store), "--format", "json"])
     js = orjson.loads(out)
     assert js["target"] == "4002:28014" and js["ancestors"][0]["exec_id"] == "4000:28000"
-    code, out, err = run_cli(["tree", "4001", "--store", str(store)], capsys)
+    code, out, err = run_cli(["tree", "4001", "--store", str(store)])
     assert code == 1 and "pid 4001 was 2 different processes" in err and out == ""

@@ -1,0 +1,48 @@
+"""Helpers the integration tests import by name; the fixtures are in conftest.py.
+
+They are not in conftest.py because tests/unit has a conftest.py too: pytest
+loads both as the top-level module `conftest`, so `from conftest import ...`
+would get whichever was loaded last (`pytest tests/integration tests/unit`
+then fails to collect).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+KTRAIL = [sys.executable, "-m", "ktrail"]
+
+
+def run(*argv: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, capture_output=True, check=check, timeout=60)
+
+
+def ktrail(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Runs a ktrail command to its end; whatever the exit code, never a traceback."""
+    p = subprocess.run([*KTRAIL, *argv], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in p.stderr, p.stderr
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def jsonl(data: bytes | str) -> list[dict[str, Any]]:
+    """ktrail's JSON lines (an --output file, `query --format json`), parsed."""
+    return [orjson.loads(line) for line in data.splitlines()]
+
+
+@contextlib.contextmanager
+def machine_lock(what: str) -> Iterator[None]:
+    """Holds `what`, one machine-wide thing a test changes (core_pattern, root's
+    authorized_keys, the default store), while other runs of this suite on the
+    machine wait: they take the same lock file, from whichever checkout."""
+    with open(f"/run/lock/ktrail-test-{what}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
