@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -91,15 +92,24 @@ class StoreProcess:
         self._final = False
         self._closed = False
         self._warned = False
+        # Plain pipes and a thread, no multiprocessing.Queue: its semaphores
+        # need /dev/shm, which minimal systems and initramfs do not mount.
         mp = multiprocessing.get_context("fork")
         self.max_batches = max_batches
-        self._work = mp.Queue(maxsize=max_batches)
-        self._results, child_end = mp.Pipe(duplex=False)
+        self._work: queue.Queue[Any] = queue.Queue(maxsize=max_batches)
+        work_end, self._to_child = mp.Pipe(duplex=False)
+        self._results, result_end = mp.Pipe(duplex=False)
         self._proc = mp.Process(target=_child, name="ktrail-store", daemon=True,
-                                args=(path, self.retention, writer_options, self._work,
-                                      child_end, os.getpid()))
+                                args=(path, self.retention, writer_options, work_end,
+                                      result_end, os.getpid()))
         self._proc.start()
-        child_end.close()
+        work_end.close()
+        result_end.close()
+        # Writes to the pipe may block while the child is busy: only this
+        # thread ever waits on them, never the run loop.
+        self._feeder = threading.Thread(target=self._feed, name="ktrail-store-feed",
+                                        daemon=True)
+        self._feeder.start()
         msg = self._receive(timeout=60.0)
         if msg is None or msg[0] != "ready":
             self._proc.join(5)
@@ -116,8 +126,18 @@ class StoreProcess:
         self._work.put(("seed", list(seed)))
 
     def queued(self) -> int:
-        """Batches handed over and not yet taken by the child (approximate)."""
-        return _qsize(self._work) or 0
+        """Batches handed over and not yet sent to the child."""
+        return self._work.qsize()
+
+    def _feed(self) -> None:
+        while True:
+            item = self._work.get()
+            try:
+                self._to_child.send(item)
+            except (OSError, ValueError):
+                return  # the child is gone: tick() reports it
+            if item is None:
+                return
 
     def submit(self, batch: Batch) -> None:
         if not (batch.events or batch.alerts):
@@ -160,7 +180,7 @@ class StoreProcess:
         st["shed_alerts"] += self.shed_alerts
         st["failed"] += self.failed + self.unconfirmed
         st["process"] = {"pid": self._proc.pid, "alive": self._proc.is_alive(),
-                         "queued_batches": _qsize(self._work)}
+                         "queued_batches": self._work.qsize()}
         return st
 
     def close(self) -> None:
@@ -184,8 +204,7 @@ class StoreProcess:
                   file=self.warn, flush=True)
             self._proc.kill()
             self._proc.join()
-        self._work.close()
-        self._work.cancel_join_thread()  # what the child did not take is counted already
+        self._to_child.close()  # a feeder still blocked on it gets an error and ends
         self._results.close()
 
     def _poll(self) -> None:
@@ -207,13 +226,6 @@ class StoreProcess:
         return msg
 
 
-def _qsize(q: Any) -> int | None:
-    try:
-        return int(q.qsize())
-    except NotImplementedError:
-        return None
-
-
 def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
            results: Any, parent: int) -> None:
     # The run loop decides when to stop: a Ctrl-C to the process group or a
@@ -231,9 +243,9 @@ def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
     last = time.monotonic()
     while True:
         try:
-            item = work.get(timeout=_STATS_EVERY_S)
-        except queue.Empty:
-            item = False
+            item = work.recv() if work.poll(_STATS_EVERY_S) else False
+        except (EOFError, OSError):
+            item = None  # the sensor closed its end: keep what arrived
         if item is None:
             break
         if item is False:
