@@ -183,7 +183,8 @@ def main() -> int:
                 text=True).stdout)
             log(f"process table: {result['proctable']}")
             result["store"] = {}
-            for mode, extra in (("writer encodes", []), ("JSON reused", ["--reuse-json"])):
+            for mode, extra in (("writer encodes", []), ("JSON reused", ["--reuse-json"]),
+                                ("store process", ["--process"])):
                 result["store"][mode] = json.loads(subprocess.run(
                     [sys.executable, str(HERE / "store_write.py"), "--events", "300000",
                      *extra], check=True, capture_output=True, text=True).stdout)

@@ -48,6 +48,8 @@ def _gather(u8: np.ndarray, offsets: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 EMPTY = Batch(np.zeros(0, np.uint16), np.zeros(0, np.int64), {}, {})
 
+# By plain int: IntEnum lookups cost per batch what the records do.
+_DTYPES: dict[int, np.dtype] = {int(t): dtype for t, (dtype, _) in RECORDS.items()}
 # Types whose records carry a variable part after the fixed struct.
 _VARIABLE = {int(t) for t, (dtype, _) in RECORDS.items() if dtype in (EXEC, SYS)}
 
@@ -65,12 +67,16 @@ def decode(raw: RawBatch) -> Batch:
     records: dict[int, np.ndarray] = {}
     tails: dict[int, list[bytes]] = {}
     known = np.zeros(len(offsets), dtype=bool)
-    for etype, (dtype, _) in RECORDS.items():
+    # Only the types present: a batch holds a few of the 35.
+    for etype in np.unique(types[ok]).tolist():
+        dtype = _DTYPES.get(etype)
+        if dtype is None:
+            continue  # unknown type: counted as malformed below
         sel = np.flatnonzero((types == etype) & (lengths >= dtype.itemsize))
         if not len(sel):
             continue
         arr = _gather(u8, offsets[sel], dtype)
-        records[int(etype)] = arr
+        records[etype] = arr
         index[sel] = np.arange(len(sel))
         known[sel] = True
         if etype in _VARIABLE:
@@ -79,7 +85,7 @@ def decode(raw: RawBatch) -> Batch:
             starts = (offsets[sel] + dtype.itemsize).tolist()
             ends = (offsets[sel] + lengths[sel]).tolist()
             buf = raw.buf
-            tails[int(etype)] = [buf[a:b] for a, b in zip(starts, ends, strict=True)]
+            tails[etype] = [buf[a:b] for a, b in zip(starts, ends, strict=True)]
     malformed = int((~known).sum())
     if malformed:
         keep = np.flatnonzero(known)
