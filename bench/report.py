@@ -76,7 +76,9 @@ def markdown(r: dict[str, Any], stem: str) -> str:
         out += ["## Store write path",
                 "",
                 "`bench/store_write.py --events 300000`: synthetic events shaped like the "
-                "sensor's, through the real writer (its thread in the same process, or the store process `ktrail run` uses: `--process`), clock until committed and closed.",
+                "sensor's, through the real writer (its thread in the same process, or the "
+                "store process `ktrail run` uses: `--process`), clock until committed and "
+                "closed.",
                 "",
                 "| mode | events/s | peak RSS MB | bytes on disk per event |",
                 "|---|---|---|---|"]

@@ -230,7 +230,7 @@ def main() -> None:
         batch, lines = ready[k] if ready is not None else make(n)
         # Measure capacity: wait for room rather than shed.
         if sink is not None:
-            while sink.queued() >= sink.max_batches - 1:
+            while sink.queued() > sink.max_bytes // 2:
                 time.sleep(0.0005)
             sink.submit(Batch(batch))
         else:

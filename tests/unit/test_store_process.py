@@ -87,3 +87,23 @@ def test_a_foreign_file_is_refused_at_start(tmp_path: Path) -> None:
         StoreProcess(str(path), warn=io.StringIO())
     assert str(path) in str(e.value)
     assert path.read_bytes().startswith(b"not a database")  # never overwritten
+
+
+def test_a_stalled_store_process_sheds_whole_batches_never_blocks(tmp_path: Path) -> None:
+    warn = io.StringIO()
+    store = StoreProcess(str(tmp_path / "trail.db"), max_bytes=256 << 10, warn=warn)
+    store.start([])
+    os.kill(store.pid, signal.SIGSTOP)  # the store cannot take anything
+    w = World()
+    try:
+        t0 = time.monotonic()
+        for _ in range(40):
+            store.submit(Batch(shell_events(w, 100)))  # ~100 KiB of JSON each
+        assert time.monotonic() - t0 < 2  # never waited for the store
+        assert store.queued() <= 256 << 10  # the bound holds
+    finally:
+        os.kill(store.pid, signal.SIGCONT)
+    store.close()
+    st = store.stats()
+    assert st["shed"] > 0 and "falling behind" in warn.getvalue()
+    assert st["written"] + st["shed"] == 4000 and st["failed"] == 0

@@ -77,7 +77,7 @@ class StoreProcess:
     records = False
 
     def __init__(self, path: str, retention: Retention | None = None,
-                 max_batches: int = 512, warn: TextIO = sys.stderr,
+                 max_bytes: int = 64 << 20, warn: TextIO = sys.stderr,
                  **writer_options: Any) -> None:
         self.path = path
         self.retention = retention or Retention()
@@ -95,8 +95,12 @@ class StoreProcess:
         # Plain pipes and a thread, no multiprocessing.Queue: its semaphores
         # need /dev/shm, which minimal systems and initramfs do not mount.
         mp = multiprocessing.get_context("fork")
-        self.max_batches = max_batches
-        self._work: queue.Queue[Any] = queue.Queue(maxsize=max_batches)
+        # The bound is on the JSON waiting to be sent, not on batches, whose
+        # size follows the event rate.
+        self.max_bytes = max_bytes
+        self._queued_bytes = 0
+        self._lock = threading.Lock()
+        self._work: queue.Queue[Any] = queue.Queue()
         work_end, self._to_child = mp.Pipe(duplex=False)
         self._results, result_end = mp.Pipe(duplex=False)
         self._proc = mp.Process(target=_child, name="ktrail-store", daemon=True,
@@ -126,8 +130,8 @@ class StoreProcess:
         self._work.put(("seed", list(seed)))
 
     def queued(self) -> int:
-        """Batches handed over and not yet sent to the child."""
-        return self._work.qsize()
+        """Bytes of JSON handed over and not yet sent to the child."""
+        return self._queued_bytes
 
     def _feed(self) -> None:
         while True:
@@ -138,6 +142,9 @@ class StoreProcess:
                 return  # the child is gone: tick() reports it
             if item is None:
                 return
+            if item[0] != "seed":
+                with self._lock:
+                    self._queued_bytes -= len(item[0]) + len(item[1])
 
     def submit(self, batch: Batch) -> None:
         if not (batch.events or batch.alerts):
@@ -147,10 +154,16 @@ class StoreProcess:
             return
         item = (join(batch.lines()) if batch.events else b"",
                 join(batch.alert_lines()) if batch.alerts else b"")
-        try:
+        size = len(item[0]) + len(item[1])
+        with self._lock:
+            # One batch always fits an empty queue: the bound is on what piles up.
+            room = self._queued_bytes == 0 or self._queued_bytes + size <= self.max_bytes
+            if room:
+                self._queued_bytes += size
+        if room:
             self._work.put_nowait(item)
             self.submitted += len(batch.events)
-        except queue.Full:
+        else:
             self.shed += len(batch.events)
             self.shed_alerts += len(batch.alerts)
             if not self._warned:
@@ -180,7 +193,7 @@ class StoreProcess:
         st["shed_alerts"] += self.shed_alerts
         st["failed"] += self.failed + self.unconfirmed
         st["process"] = {"pid": self._proc.pid, "alive": self._proc.is_alive(),
-                         "queued_batches": self._work.qsize()}
+                         "queued_bytes": self._queued_bytes}
         return st
 
     def close(self) -> None:
@@ -191,8 +204,7 @@ class StoreProcess:
         self._closed = True
         deadline = time.monotonic() + _CLOSE_TIMEOUT_S
         if self._proc.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._work.put(None, timeout=_CLOSE_TIMEOUT_S)
+            self._work.put(None)
             while not self._final and time.monotonic() < deadline:
                 if self._receive(timeout=min(1.0, deadline - time.monotonic())) is None \
                         and not self._proc.is_alive():
