@@ -55,6 +55,9 @@ class Scope:
     lists: Mapping[str, list[Any]] = field(default_factory=dict)
     dialect: str = "ktrail"
     broken: Mapping[str, str] = field(default_factory=dict)  # macro -> why it did not parse
+    # Compiled macros, shared by every rule of a rule set: a macro that ten
+    # rules use (file_written) is evaluated once per event, not ten times.
+    compiled: dict[tuple[str, str], Predicate] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +122,34 @@ def _any(get: Callable[[dict[str, Any]], Any], test: Callable[[Any], bool]) -> P
     return pred
 
 
+def _chain(preds: list[Predicate], conjunction: bool) -> Predicate:
+    """`a and b and c` (or `or`) as nested closures: no generator per event."""
+    f = preds[-1]
+    for p in reversed(preds[:-1]):
+        if conjunction:
+            def f(e: dict[str, Any], p: Predicate = p, rest: Predicate = f) -> bool:
+                return p(e) and rest(e)
+        else:
+            def f(e: dict[str, Any], p: Predicate = p, rest: Predicate = f) -> bool:
+                return p(e) or rest(e)
+    return f
+
+
+def _once_per_event(pred: Predicate) -> Predicate:
+    """A macro's result for the event being judged, remembered until the next
+    event: every rule of an event is evaluated before the next event, and
+    events are not changed after enrichment."""
+    last: list[Any] = [None, False]
+
+    def cached(e: dict[str, Any]) -> bool:
+        if last[0] is e:
+            return last[1]
+        r = pred(e)
+        last[0], last[1] = e, r
+        return r
+    return cached
+
+
 class Compiler:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -176,17 +207,9 @@ class Compiler:
 
     def node(self, node: Node) -> Predicate:
         if isinstance(node, And):
-            preds = tuple(self.node(i) for i in node.items)
-            if len(preds) == 2:
-                a, b = preds
-                return lambda e: a(e) and b(e)
-            return lambda e: all(p(e) for p in preds)
+            return _chain([self.node(i) for i in node.items], conjunction=True)
         if isinstance(node, Or):
-            preds = tuple(self.node(i) for i in node.items)
-            if len(preds) == 2:
-                a, b = preds
-                return lambda e: a(e) or b(e)
-            return lambda e: any(p(e) for p in preds)
+            return _chain([self.node(i) for i in node.items], conjunction=False)
         if isinstance(node, Not):
             p = self.node(node.item)
             return lambda e: not p(e)
@@ -208,14 +231,20 @@ class Compiler:
                                unsupported=f"macro {ref.name}")
         if ref.name in self._expanding:
             raise CompileError(f"macro {ref.name!r} refers to itself", ref.col, self._where)
+        key = (ref.name, self.scope.dialect)
+        done = self.scope.compiled.get(key)
+        if done is not None:
+            return done
         self._expanding.append(ref.name)
         where = self._where
         self._where = f"macro {ref.name}"
         try:
-            return self.node(m)
+            pred = _once_per_event(self.node(m))
         finally:
             self._expanding.pop()
             self._where = where
+        self.scope.compiled[key] = pred
+        return pred
 
     def operand(self, op: Operand) -> Callable[[dict[str, Any]], Any]:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ktrail.rules.compiler import Compiled, CompileError, Scope, compile_condition
+from ktrail.rules.compiler import Compiled, CompileError, Predicate, Scope, compile_condition
 from ktrail.rules.lang import And, ConditionError, Not, parse
 from ktrail.rules.state import build_state
 
@@ -385,6 +385,7 @@ def load(paths: list[str | Path], dialect: str | None = None,
 
 def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
     parsed_macros = {}
+    compiled_macros: dict[tuple[str, str], Predicate] = {}  # shared by its rules (Scope)
     broken: dict[str, str] = {}
     for name, (cond, where) in m.macros.items():
         try:
@@ -400,7 +401,7 @@ def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
             rs.problems.append(Problem(d.where, name, f"source {d.source!r} is not supported "
                                        "(syscall only)", unsupported=f"source {d.source}"))
             continue
-        scope = Scope(parsed_macros, m.lists, d.dialect, broken)
+        scope = Scope(parsed_macros, m.lists, d.dialect, broken, compiled_macros)
         try:
             rule = _compile_rule(d, scope)
         except CompileError as e:
