@@ -119,3 +119,51 @@ def test_known_fields_are_the_documented_ones() -> None:
     documented |= {f"proc.parent.{k}" for k in ("pid", "exe", "comm", "args")}
     assert documented - KNOWN == set()
     assert KNOWN - documented == set()
+
+
+def test_a_macro_shared_by_rules_is_judged_once_per_event(monkeypatch: Any) -> None:
+    """Rules that share a macro (the defaults' file_written) pay for it once per
+    event, and each event gets its own answer."""
+    from ktrail.rules import fields as F
+    from ktrail.rules.engine import Engine
+    from ktrail.rules.loader import load
+
+    calls: list[str] = []
+    real = F.resolve
+
+    def counting(name: str, dialect: str = "ktrail") -> Any:
+        get = real(name, dialect)
+        if name != "file.path":
+            return get
+
+        def counted(e: dict[str, Any]) -> Any:
+            calls.append(name)
+            return get(e)
+        return counted
+
+    monkeypatch.setattr(F, "resolve", counting)
+    text = """
+- macro: below_etc
+  condition: file.path startswith /etc/
+- rule: A
+  desc: a
+  condition: evt.type = create and below_etc
+  output: a
+  priority: WARNING
+- rule: B
+  desc: b
+  condition: evt.type = create and below_etc and proc.name = sh
+  output: b
+  priority: WARNING
+"""
+    rs = load(["mem.yaml"], texts={"mem.yaml": text})
+    assert not rs.problems
+    engine = Engine(rs)
+
+    def create(path: str) -> dict[str, Any]:
+        return {"evt": {"type": "create"}, "proc": {"name": "sh", "comm": "sh"},
+                "file": {"path": path}}
+
+    alerts = engine.process([create("/etc/passwd"), create("/tmp/x"), create("/etc/x")])
+    assert [a["alert"]["rule"] for a in alerts] == ["A", "B", "A", "B"]
+    assert len(calls) == 3  # one evaluation per event, not one per rule
