@@ -1,5 +1,7 @@
 """The condition language: parsing, compiling, evaluating on event dicts."""
 
+from typing import Any
+
 import pytest
 
 from ktrail.rules.compiler import CompileError, Scope, compile_condition
