@@ -377,3 +377,25 @@ def test_retention_by_size_bounds_the_file(tmp_path: Path) -> None:
     assert pages * size <= limit * 1.15, (pages * size, limit)
     # What is left is the newest.
     assert conn.execute("SELECT min(id) FROM event_log").fetchone()[0] == deleted + 1
+
+
+def test_rows_from_json_lines_alone_are_the_rows_from_events() -> None:
+    """The store process builds rows from JSON lines (RowBuilder.lines), cutting a
+    known context out of the text before decoding: it must give exactly what the
+    events themselves give, context changes and first sightings included."""
+    from ktrail.store.rows import RowBuilder
+
+    w = World()
+    evs = session(w)
+    sh = "4000:28000"
+    evs += [w.file(sh, "create", f"/tmp/é{i}") for i in range(20)]
+    evs += [w.connect(sh, "10.0.0.1", 80 + i) for i in range(5)]
+    evs.append(w.exec(sh, "/usr/bin/python3", ["python3", "-c", "pass"]))  # a new image
+    evs += [w.file(sh, "unlink", f"/tmp/x{i}") for i in range(5)]
+    lines = b"\n".join(orjson.dumps(e) for e in evs) + b"\n"
+    from_events = RowBuilder(1).events(evs, lines)
+    decoded = [orjson.loads(x) for x in lines.split(b"\n")[:-1]]
+    from_decoded = RowBuilder(1).events(decoded, lines)
+    from_lines = RowBuilder(1).lines(lines, len(evs))
+    assert from_lines == from_events == from_decoded
+    assert len(from_lines[0]) == len(evs)

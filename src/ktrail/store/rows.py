@@ -72,6 +72,10 @@ def _dumps_list(v: list[str] | None) -> str | None:
     return None if v is None else orjson.dumps(v).decode()
 
 
+# Types whose rows need the whole process context (process rows).
+_LIFECYCLE = frozenset({"exec", "fork", "exit"})
+
+
 def _holds(blob: bytes, at: int, fragment: bytes) -> bool:
     """The event's JSON has exactly this context fragment at `at`, closing proc."""
     end = at + len(fragment)
@@ -223,6 +227,55 @@ class RowBuilder:
         if len(contexts) > self.max_entries:
             contexts.clear()
         return rows, new_contexts, seen_rows, exec_rows, exit_rows
+
+    def lines(self, lines: bytes, n: int) -> tuple[list[tuple], ...]:
+        """As events(), from JSON lines alone (the store process's case).
+
+        An event of a known process whose context is unchanged is decoded
+        without its context: the fragment is cut out of the text first, which
+        is most of it. Others (first sightings, exec, fork, exit, a changed
+        context) are decoded whole and go through events()."""
+        out: tuple[list[tuple], ...] = ([], [], [], [], [])
+        rows = out[0]
+        loads = orjson.loads
+        contexts = self.contexts
+        seen = self.seen
+        parse_time = self.parse_time
+        seconds = parse_time.seconds
+        path_of = _PATH_OF
+        for blob in lines.split(b"\n", n)[:n]:
+            row = None
+            if blob.startswith(b'{"evt":{"type":"'):
+                t = blob[16:blob.find(b'"', 16)].decode()
+                i = blob.find(b'"exec_id":"')
+                if t not in _LIFECYCLE and i > 0 and blob[i - 1] == 44:  # ','
+                    exec_id = blob[i + 11:blob.find(b'"', i + 11)].decode()
+                    ctx = contexts.get(exec_id)
+                    if ctx is not None and exec_id in seen and _holds(blob, i, ctx.fragment):
+                        at = i - 1
+                        slim = blob[:at] + blob[i + len(ctx.fragment):]
+                        e = loads(slim)
+                        u, c = e["user"], e["container"]
+                        if (ctx.uid == u["uid"] and ctx.user == u["name"]
+                                and ctx.container == (c["id"] if c else None)):
+                            tm = e["evt"]["time"]
+                            sec = seconds.get(tm[:19])
+                            time_ns = (sec + int(tm[20:29]) if sec is not None and len(tm) == 30
+                                       else parse_time(tm))
+                            where = path_of.get(t)
+                            obj = e.get(where[0]) if where else None
+                            nt = e.get("net")
+                            if not blob.isascii():  # SQLite's substr() counts characters
+                                at = len(blob[:at].decode("utf-8", "replace"))
+                            row = (time_ns, t, ctx.id, obj.get(where[1]) if obj else None,
+                                   nt.get("daddr") if nt else None,
+                                   nt.get("dport") if nt else None, slim, at)
+            if row is not None:
+                rows.append(row)
+                continue
+            for mine, theirs in zip(out, self.events([loads(blob)], blob), strict=True):
+                mine += theirs
+        return out
 
     def alerts(self, alerts: Iterable[Event], now_ns: int) -> list[tuple]:
         out = []

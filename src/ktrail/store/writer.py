@@ -273,12 +273,13 @@ class StoreWriter:
             now = time.time_ns()
             loads = orjson.loads
             for events, alerts, lines, alert_lines, n, na in items:
-                if events is None:
-                    events = [loads(b) for b in lines.split(b"\n", n)[:n]] if lines else []
                 if alerts is None:
                     alerts = ([loads(b) for b in alert_lines.split(b"\n", na)[:na]]
                               if alert_lines else [])
-                r, cx, s, x, q = self.rows.events(events, lines)
+                if events is None:
+                    r, cx, s, x, q = self.rows.lines(lines, n) if lines else ([],) * 5
+                else:
+                    r, cx, s, x, q = self.rows.events(events, lines)
                 event_rows += r
                 contexts += cx
                 seen += s
