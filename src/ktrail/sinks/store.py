@@ -117,6 +117,9 @@ class StoreProcess:
         msg = self._receive(timeout=60.0)
         if msg is None or msg[0] != "ready":
             self._proc.join(5)
+            self._work.put(None)  # the feeder ends
+            self._to_child.close()
+            self._results.close()
             if msg is not None and msg[0] == "error":
                 raise StoreError(msg[1], disk_full=msg[2])
             raise StoreError(f"store {path}: the store process did not start "
