@@ -76,6 +76,25 @@ def _dumps_list(v: list[str] | None) -> str | None:
 _LIFECYCLE = frozenset({"exec", "fork", "exit"})
 
 
+def _columns(e: Event, t: str) -> tuple[Any, Any, Any]:
+    """The event's path, remote address and port columns."""
+    where = _PATH_OF.get(t)
+    obj = e.get(where[0]) if where else None
+    n = e.get("net")
+    return (obj.get(where[1]) if obj else None, n.get("daddr") if n is not None else None,
+            n.get("dport") if n is not None else None)
+
+
+def _cut(blob: bytes, i: int, fragment: bytes) -> tuple[bytes, int]:
+    """The JSON without the context fragment at `i` (and the comma before it),
+    and where it was, in characters as SQLite's substr() counts them."""
+    at = i - 1
+    slim = blob[:at] + blob[i + len(fragment):]
+    if not blob.isascii():
+        at = len(blob[:at].decode("utf-8", "replace"))
+    return slim, at
+
+
 def _holds(blob: bytes, at: int, fragment: bytes) -> bool:
     """The event's JSON has exactly this context fragment at `at`, closing proc."""
     end = at + len(fragment)
@@ -154,9 +173,7 @@ class RowBuilder:
         exit_rows: list[tuple] = []
         contexts = self.contexts
         seen = self.seen
-        parse_time = self.parse_time
-        seconds = parse_time.seconds  # the parser's cache, consulted inline
-        path_of = _PATH_OF
+        time_ns_of = self._time_ns
         # orjson's results take ~8 KiB of memory each whatever their length:
         # made one at a time (or split from one buffer), none is kept.
         blobs = lines.split(b"\n", len(events))[:len(events)] if lines is not None else None
@@ -168,16 +185,9 @@ class RowBuilder:
             p = e["proc"]
             u = e["user"]
             c = e["container"]
-            where = path_of.get(t)
-            obj = e.get(where[0]) if where else None
-            path = obj.get(where[1]) if obj else None
-            n = e.get("net")
-            addr, port = (n.get("daddr"), n.get("dport")) if n is not None else (None, None)
+            path, addr, port = _columns(e, t)
             exec_id = p["exec_id"]
-            tm = evt["time"]
-            sec = seconds.get(tm[:19])
-            time_ns = (sec + int(tm[20:29]) if sec is not None and len(tm) == 30
-                       else parse_time(tm))
+            time_ns = time_ns_of(evt["time"])
             uid = u["uid"]
             uname = u["name"]
             cid = c["id"] if c else None
@@ -195,11 +205,7 @@ class RowBuilder:
             # Cut the context's fragment (and the comma before it) out of the JSON.
             frag = ctx.fragment
             if i > 0 and blob[i - 1] == 44 and frag and blob.startswith(frag, i):  # ','
-                at = i - 1
-                slim = blob[:at] + blob[i + len(frag):]
-                if not blob.isascii():  # SQLite's substr() counts characters
-                    at = len(blob[:at].decode("utf-8", "replace"))
-                append((time_ns, t, ctx.id, path, addr, port, slim, at))
+                append((time_ns, t, ctx.id, path, addr, port, *_cut(blob, i, frag)))
             else:
                 append((time_ns, t, ctx.id, path, addr, port, blob, None))
             if t == "exec" and e["exec"]["retval"] == 0:
@@ -240,9 +246,6 @@ class RowBuilder:
         loads = orjson.loads
         contexts = self.contexts
         seen = self.seen
-        parse_time = self.parse_time
-        seconds = parse_time.seconds
-        path_of = _PATH_OF
         for blob in lines.split(b"\n", n)[:n]:
             row = None
             if blob.startswith(b'{"evt":{"type":"'):
@@ -252,30 +255,25 @@ class RowBuilder:
                     exec_id = blob[i + 11:blob.find(b'"', i + 11)].decode()
                     ctx = contexts.get(exec_id)
                     if ctx is not None and exec_id in seen and _holds(blob, i, ctx.fragment):
-                        at = i - 1
-                        slim = blob[:at] + blob[i + len(ctx.fragment):]
+                        slim, at = _cut(blob, i, ctx.fragment)
                         e = loads(slim)
                         u, c = e["user"], e["container"]
                         if (ctx.uid == u["uid"] and ctx.user == u["name"]
                                 and ctx.container == (c["id"] if c else None)):
-                            tm = e["evt"]["time"]
-                            sec = seconds.get(tm[:19])
-                            time_ns = (sec + int(tm[20:29]) if sec is not None and len(tm) == 30
-                                       else parse_time(tm))
-                            where = path_of.get(t)
-                            obj = e.get(where[0]) if where else None
-                            nt = e.get("net")
-                            if not blob.isascii():  # SQLite's substr() counts characters
-                                at = len(blob[:at].decode("utf-8", "replace"))
-                            row = (time_ns, t, ctx.id, obj.get(where[1]) if obj else None,
-                                   nt.get("daddr") if nt else None,
-                                   nt.get("dport") if nt else None, slim, at)
+                            row = (self._time_ns(e["evt"]["time"]), t, ctx.id,
+                                   *_columns(e, t), slim, at)
             if row is not None:
                 rows.append(row)
                 continue
             for mine, theirs in zip(out, self.events([loads(blob)], blob), strict=True):
                 mine += theirs
         return out
+
+    def _time_ns(self, tm: str) -> int:
+        # RFC 3339 with ns, as the sensor writes it: the parser's per-second
+        # cache, consulted inline; anything else goes through the parser.
+        sec = self.parse_time.seconds.get(tm[:19])
+        return sec + int(tm[20:29]) if sec is not None and len(tm) == 30 else self.parse_time(tm)
 
     def alerts(self, alerts: Iterable[Event], now_ns: int) -> list[tuple]:
         out = []

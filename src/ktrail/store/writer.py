@@ -277,7 +277,7 @@ class StoreWriter:
                     alerts = ([loads(b) for b in alert_lines.split(b"\n", na)[:na]]
                               if alert_lines else [])
                 if events is None:
-                    r, cx, s, x, q = self.rows.lines(lines, n) if lines else ([],) * 5
+                    r, cx, s, x, q = self.rows.lines(lines or b"", n)
                 else:
                     r, cx, s, x, q = self.rows.events(events, lines)
                 event_rows += r
