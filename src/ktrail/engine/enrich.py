@@ -9,7 +9,6 @@ ring order, so a child's exec is always applied after its parent's fork.
 from __future__ import annotations
 
 import os
-import signal
 from collections import OrderedDict
 from typing import Any
 
@@ -18,7 +17,7 @@ from ktrail.decode.schema import EXEC, EXIT, FORK, SYS, ExecFlags, ForkFlags
 from ktrail.events import model
 from ktrail.events.model import Objects
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
-from ktrail.events.values import errno_name
+from ktrail.events.values import errno_name, signal_name
 from ktrail.process import Process, ProcessTable, make_exec_id
 from ktrail.units import Clock, ticks
 
@@ -65,13 +64,6 @@ def _cstr(b: bytes) -> str:
             _COMMS.clear()
         s = _COMMS[b] = _s(b.split(b"\0", 1)[0])
     return s
-
-
-def signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"SIG{num}"
 
 
 def split_args(raw: bytes) -> list[str]:
@@ -156,8 +148,7 @@ class Enricher:
                 append(self._fork(r))
             elif t == EventType.EXIT:
                 append(self._exit(r))
-        for ev in out:
-            self.counts[ev["evt"]["type"]] += 1
+        self.count(out)
         return out
 
     # --- per type ---
@@ -314,7 +305,7 @@ class Enricher:
         return c
 
     def count(self, events: list[Event]) -> None:
-        """Counts events made elsewhere (device events from uevents)."""
+        """Counts events by type (its own, and device events from uevents)."""
         for ev in events:
             self.counts[ev["evt"]["type"]] += 1
 

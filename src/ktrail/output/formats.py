@@ -40,13 +40,16 @@ def json_lines(events: list[Event]) -> list[bytes]:
     return out
 
 
+def join(lines: list[bytes]) -> bytes:
+    """JSON lines as one buffer, each ended by a newline."""
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
 class JsonLines:
     """One JSON object per line; the trail format, and what `--format json` gives."""
 
     def encode(self, events: list[Event]) -> bytes:
-        if not events:
-            return b""
-        return b"\n".join(json_lines(events)) + b"\n"
+        return join(json_lines(events))
 
 
 _COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import orjson
+from ktrail.output.formats import join, json_lines
 
-from ktrail.output.formats import json_lines
+__all__ = ["Batch", "Event", "Sink", "join"]
 
 Event = dict[str, Any]
 
@@ -39,14 +39,8 @@ class Batch:
 
     def alert_lines(self) -> list[bytes]:
         if self._alert_lines is None:
-            dumps = orjson.dumps
-            self._alert_lines = [dumps(a) for a in self.alerts]
+            self._alert_lines = json_lines(self.alerts)
         return self._alert_lines
-
-
-def join(lines: list[bytes]) -> bytes:
-    """JSON lines as one buffer, each ended by a newline."""
-    return b"\n".join(lines) + b"\n" if lines else b""
 
 
 class Sink(Protocol):
