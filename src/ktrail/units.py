@@ -85,11 +85,39 @@ class Rfc3339Parser:
                          int(frac.ljust(9, "0")[:9]) if frac else 0)
 
 
-def to_rfc3339(ns: int | None) -> str | None:
-    if ns is None:
-        return None
+# (second, its text): strftime runs once per second, not per event. One tuple,
+# swapped whole, so a thread never pairs a second with another's text.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def rfc3339(ns: int) -> str:
+    """ns since the epoch -> RFC 3339 in UTC with nanoseconds, as events carry it."""
+    global _last_second
     sec, frac = divmod(ns, NS)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+    last = _last_second
+    if last[0] != sec:
+        last = _last_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{last[1]}.{frac:09d}Z"
+
+
+def to_rfc3339(ns: int | None) -> str | None:
+    return None if ns is None else rfc3339(ns)
+
+
+class Time(int):
+    """A wall-clock instant in ns since the epoch (evt.time, proc.start_time).
+
+    Inside the sensor it stays an integer: rules, windows and the store use it
+    as one. It becomes RFC 3339 text once, at the edge: the event encoder
+    (output.formats.dumps) and str() write it so."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return rfc3339(self)
+
+    def __repr__(self) -> str:
+        return f"Time({int(self)})"
 
 
 def parse_duration(text: str) -> int:
@@ -172,19 +200,12 @@ class Clock:
 
     def __init__(self) -> None:
         self.offset_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        self._sec = -1
-        self._prefix = ""
 
     def wall_ns(self, boot_ns: int) -> int:
         return boot_ns + self.offset_ns
 
-    def rfc3339(self, boot_ns: int) -> str:
-        ns = boot_ns + self.offset_ns
-        sec, frac = divmod(ns, 1_000_000_000)
-        if sec != self._sec:  # strftime once per second, not per event
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{frac:09d}Z"
+    def time(self, boot_ns: int) -> Time:
+        return Time(boot_ns + self.offset_ns)
 
     def now_boot_ns(self) -> int:
         return time.clock_gettime_ns(time.CLOCK_BOOTTIME)

@@ -12,6 +12,7 @@ import orjson
 
 from ktrail.cli.errors import EXIT_ERROR, CliError
 from ktrail.engine.detect import RulesError, load_ruleset
+from ktrail.output.formats import dumps
 from ktrail.rules import DEFAULT_RULES, DEFAULT_TESTS
 from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleFileError, RuleSet, load
@@ -127,11 +128,11 @@ def replay(args: argparse.Namespace) -> int:
         batch.append(e)
         if len(batch) >= 1024:
             for a in engine.process(batch):
-                out.write(orjson.dumps(a) + b"\n")
+                out.write(dumps(a) + b"\n")
             batch.clear()
         n += 1
     for a in engine.process(batch):
-        out.write(orjson.dumps(a) + b"\n")
+        out.write(dumps(a) + b"\n")
     print(f"ktrail: {n} events replayed, {engine.alerts_total} alerts", file=sys.stderr)
     return 0
 

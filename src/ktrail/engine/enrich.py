@@ -280,7 +280,7 @@ class Enricher:
                                   "comm": a.comm})
         ctx = {
             "exec_id": p.exec_id,
-            "start_time": self.clock.rfc3339(start_ns),
+            "start_time": self.clock.time(start_ns),
             "exe": p.exe,
             "name": os.path.basename(p.exe) if p.exe else p.comm,
             "args": p.args,
@@ -343,7 +343,7 @@ class Enricher:
         return {
             "evt": {
                 "type": etype,
-                "time": self.clock.rfc3339(r[TS]),
+                "time": self.clock.time(r[TS]),
                 "seq": r[SEQ],
                 "cpu": r[CPU],
             },

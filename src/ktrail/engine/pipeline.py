@@ -228,7 +228,7 @@ class Pipeline:
     def _emit_stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:
         s = self.stats(ks, final)
         now = self.clock.now_boot_ns()
-        record = Batch([], records=[{"evt": {"type": "stats", "time": self.clock.rfc3339(now)},
+        record = Batch([], records=[{"evt": {"type": "stats", "time": self.clock.time(now)},
                                      "stats": s}])
         for sink in self.sinks:
             if sink.records:

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
 from ktrail.events.registry import summary
+from ktrail.units import Time, rfc3339
 
 Event = dict[str, Any]
+
+
+def _plain(o: Any) -> Any:
+    # Subclasses of int, str, dict and list come here (OPT_PASSTHROUGH_SUBCLASS):
+    # a Time becomes its RFC 3339 text, anything else (an IntEnum, a Counter)
+    # its plain value.
+    if type(o) is Time:
+        return rfc3339(o)
+    for base in (int, str, dict, list):
+        if isinstance(o, base):
+            return base(o)
+    raise TypeError(f"{type(o).__name__} is not JSON")
+
+
+# The JSON of an event, alert or record, times as RFC 3339: the one place
+# where a Time becomes text. Everything that writes events uses it. (A
+# partial, not a def: called from C, no Python frame per event.)
+dumps: Callable[[Any], bytes] = functools.partial(
+    orjson.dumps, default=_plain, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 class Format(Protocol):
@@ -19,7 +41,6 @@ def json_lines(events: list[Event]) -> list[bytes]:
     """Each event's JSON (no newline). A `proc` object that several events of
     the list share (the enricher shares it between consecutive events of a
     thread) is encoded once and spliced into the others as a fragment."""
-    dumps = orjson.dumps
     fragment = orjson.Fragment
     seen: dict[int, Any] = {}  # id(proc) -> None (seen once) or its fragment
     out = []
@@ -77,7 +98,7 @@ class Text:
         if parent.get("comm"):
             who += f" < {parent['comm']}({parent.get('pid')})"
         uname = user.get("name") or user.get("uid")
-        head = f"{evt['time'][11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
+        head = f"{str(evt['time'])[11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
         detail = summary(e)
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
         return f"{head} {uname:<8} {who}{cont}  {detail}"
@@ -90,7 +111,7 @@ class Text:
         chain = [f"{proc.get('comm')}({proc.get('pid')})"] + [
             f"{p.get('comm') or p.get('exe')}({p.get('pid')})"
             for p in (proc.get("ancestors") or [])]
-        head = f"{(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} {a['rule']}"
+        head = f"{str(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} {a['rule']}"
         tags = f" [{', '.join(a['mitre'])}]" if a.get("mitre") else ""
         text = f"{head}{tags}\n    {a['output']}\n    process: {' < '.join(chain)}"
         return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"

@@ -111,6 +111,8 @@ def _proc_duration(e: Event) -> int | None:
     start, t = e["proc"].get("start_time"), e["evt"].get("time")
     if not start or not t:
         return None
+    if isinstance(t, int) and isinstance(start, int):  # Times, in the sensor
+        return t - start
     try:
         return _TIME(t) - _TIME(start)
     except TimeSyntaxError:
@@ -154,6 +156,17 @@ def _ancestor_getter(what: str, n: int) -> Getter:
 # Every event field, from the registry (docs/events.md is checked against it).
 # A typo in a rule must be an error, not a condition that never matches.
 KNOWN = frozenset(FIELDS)
+# Documented as RFC 3339 strings; a rule compares the text, as in the JSON.
+_TIMES = frozenset(("evt.time", "proc.start_time"))
+
+
+def _text(path: str) -> Getter:
+    get = path_getter(path)
+
+    def text(e: Event) -> Any:
+        v = get(e)
+        return None if v is None else str(v)
+    return text
 
 
 def native(name: str) -> Getter:
@@ -163,7 +176,7 @@ def native(name: str) -> Getter:
     if m:
         return _ancestor_getter(m.group(1).split(".")[1], int(m.group(2)))
     if name in KNOWN:
-        return path_getter(name)
+        return _text(name) if name in _TIMES else path_getter(name)
     near = difflib.get_close_matches(name, sorted(KNOWN | DERIVED.keys()), n=3)
     hint = f"; did you mean {' or '.join(near)}?" if near else " (docs/events.md lists them)"
     raise UnknownField(f"unknown field {name!r}{hint}")
@@ -293,7 +306,7 @@ FALCO: dict[str, Getter] = {
     "evt.failed": lambda e: bool(e["evt"].get("error")),
     "evt.is_open_write": _open_mode(True),
     "evt.is_open_read": _open_mode(False),
-    "evt.time": path_getter("evt.time"),
+    "evt.time": _text("evt.time"),
     "evt.num": path_getter("evt.seq"),
     "fd.typechar": _falco_typechar,
     "fd.type": _falco_fd_type,

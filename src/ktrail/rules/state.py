@@ -36,8 +36,10 @@ def parse_duration(v: Any) -> float:
 
 
 def event_time(e: Event) -> float:
-    """evt.time (RFC 3339 with ns) -> seconds since the epoch."""
+    """evt.time (a Time, or RFC 3339 text in replayed JSON) -> seconds since the epoch."""
     t = e["evt"].get("time")
+    if isinstance(t, int):
+        return t / 1e9
     if not isinstance(t, str):
         return time.time()
     # datetime keeps microseconds: cut the nanosecond digits.

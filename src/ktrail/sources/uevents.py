@@ -53,7 +53,7 @@ def to_event(env: dict[str, str], clock: Clock) -> Event:
         "env": env,
     }
     return {
-        "evt": {"type": "device", "time": clock.rfc3339(clock.now_boot_ns()),
+        "evt": {"type": "device", "time": clock.time(clock.now_boot_ns()),
                 "seq": device["seqnum"], "cpu": None},
         "proc": KERNEL_PROC,
         "user": {"uid": 0, "name": None},

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ktrail.events.registry import KINDS
+from ktrail.output.formats import dumps
 from ktrail.process import Process
 from ktrail.units import NS_PER_TICK, Rfc3339Parser
 
@@ -134,7 +135,7 @@ class RowBuilder:
 
     def _context(self, p: dict[str, Any], uid: int, user: str | None, container: str | None,
                  time_ns: int, new: list[tuple]) -> _Context:
-        fragment = orjson.dumps({k: v for k, v in p.items() if k not in PER_EVENT})[1:-1]
+        fragment = dumps({k: v for k, v in p.items() if k not in PER_EVENT})[1:-1]
         exec_id = p.get("exec_id")
         old = self.contexts.get(exec_id)
         if (old is not None and old.fragment == fragment and old.uid == uid
@@ -154,7 +155,7 @@ class RowBuilder:
         start = p.get("start_time")
         return (
             self.boot, p["exec_id"], p["pid"], parent["exec_id"] if parent else None,
-            self.parse_time(start) if start else None, p.get("exe"),
+            self._time_ns(start) if start else None, p.get("exe"),
             _dumps_list(p.get("args")), p.get("comm"), p.get("cwd"),
             p.get("uid"), user.get("name") if user else None,
             container["id"] if container else None, p.get("source"),
@@ -177,7 +178,6 @@ class RowBuilder:
         # orjson's results take ~8 KiB of memory each whatever their length:
         # made one at a time (or split from one buffer), none is kept.
         blobs = lines.split(b"\n", len(events))[:len(events)] if lines is not None else None
-        dumps = orjson.dumps
         for k, e in enumerate(events):
             blob = blobs[k] if blobs is not None else dumps(e)
             evt = e["evt"]
@@ -269,9 +269,12 @@ class RowBuilder:
                 mine += theirs
         return out
 
-    def _time_ns(self, tm: str) -> int:
+    def _time_ns(self, tm: int | str) -> int:
+        # An event made in this process carries a Time (an int). From JSON,
         # RFC 3339 with ns, as the sensor writes it: the parser's per-second
         # cache, consulted inline; anything else goes through the parser.
+        if type(tm) is not str:
+            return int(tm)
         sec = self.parse_time.seconds.get(tm[:19])
         return sec + int(tm[20:29]) if sec is not None and len(tm) == 30 else self.parse_time(tm)
 
@@ -282,9 +285,9 @@ class RowBuilder:
             t = a["evt"].get("time")
             p = a.get("proc") or {}
             tags = body.get("tags")
-            out.append((self.parse_time(t) if t else now_ns, body["rule"], body.get("priority"),
+            out.append((self._time_ns(t) if t else now_ns, body["rule"], body.get("priority"),
                         None if tags is None else orjson.dumps(tags).decode(),
-                        p.get("exec_id"), body.get("output"), orjson.dumps(a)))
+                        p.get("exec_id"), body.get("output"), dumps(a)))
         return out
 
 
