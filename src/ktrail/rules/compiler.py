@@ -230,7 +230,9 @@ class Compiler:
             raise CompileError(f"unknown macro {ref.name!r}", ref.col, self._where,
                                unsupported=f"macro {ref.name}")
         if ref.name in self._expanding:
-            raise CompileError(f"macro {ref.name!r} refers to itself", ref.col, self._where)
+            circle = [*self._expanding[self._expanding.index(ref.name):], ref.name]
+            raise CompileError(f"macro {ref.name!r} refers to itself: {' -> '.join(circle)}",
+                               ref.col, self._where)
         key = (ref.name, self.scope.dialect)
         done = self.scope.compiled.get(key)
         if done is not None:
