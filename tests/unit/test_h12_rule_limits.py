@@ -280,3 +280,43 @@ def test_macros_in_a_circle_are_a_problem_naming_it() -> None:
                "  output: r\n")
     [p] = rs.problems
     assert "macro 'a' refers to itself: a -> a" in p.message
+
+
+# --- conditions: nesting is bounded, long chains do not recurse ---------------------
+
+@pytest.mark.parametrize("cond, col", [
+    ("(" * 5000 + "proc.name = x" + ")" * 5000, 65),
+    ("not " * 5000 + "proc.name = x", 4 * 64 + 1),
+    ("basename(" * 5000 + "proc.exe" + ")" * 5000 + " = x", 9 * 64 + 1),
+])
+def test_deep_conditions_are_a_placed_problem_not_a_crash(cond: str, col: int) -> None:
+    rs = rules(f"- rule: Deep\n  desc: x\n  condition: evt.type = exec and {cond}\n"
+               "  output: x\n")
+    [p] = rs.problems
+    assert p.rule == "Deep" and "nested more than 64 levels deep" in p.message
+    assert p.where.line == 3 and p.where.col == 14 + len("evt.type = exec and ") + col - 1
+
+
+def test_macros_nest_within_the_same_bound() -> None:
+    chain = "".join(f"- macro: m{i}\n  condition: m{i - 1}\n" for i in range(1, 300))
+    rs = rules("- macro: m0\n  condition: proc.name = x\n" + chain
+               + "- rule: R\n  desc: x\n  condition: evt.type = exec and m299\n  output: x\n")
+    [p] = rs.problems
+    assert "nested more than 64 levels deep, macros included" in p.message
+
+
+def test_a_long_or_chain_runs_without_recursion() -> None:
+    names = [f"n{i}" for i in range(20_000)]
+    cond = " or ".join(f"proc.name = {n}" for n in names)
+    rs = rules(f"- rule: Wide\n  desc: x\n  condition: evt.type = exec and ({cond})\n"
+               "  output: x\n")
+    assert rs.problems == []
+    eng = Engine(rs)
+    evs = [complete({"evt": {"type": "exec"}, "proc": {"name": n}}, i)
+           for i, n in enumerate(["nobody", "n19999", "n0"])]
+    # Before, the event that matches none raised RecursionError in the loop.
+    assert [a["proc"]["name"] for a in eng.process(evs)] == ["n19999", "n0"]
+    cond = " and ".join(["proc.name != nobody"] * 5000)
+    rs = rules(f"- rule: Long\n  desc: x\n  condition: evt.type = exec and {cond}\n"
+               "  output: x\n")
+    assert [a["proc"]["name"] for a in Engine(rs).process(evs)] == ["n19999", "n0"]
