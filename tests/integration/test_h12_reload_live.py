@@ -5,7 +5,6 @@ up by a reload in flight."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
@@ -72,12 +71,14 @@ def test_sighup_with_a_large_rules_file_does_not_pause_the_output(sensor,
     rules.write_text(big)
     tail = Tail(s.out_path)
     seen: list[tuple[float, dict]] = []
+    launched: dict[str, float] = {}
     n = 0
     hup = switched = None
     deadline = time.monotonic() + 240
     # A tick every 0.1 s: an exec of our own that both rules' tokens are in.
     while time.monotonic() < deadline:
         n += 1
+        launched[str(n)] = time.monotonic()
         subprocess.run(["/bin/true", f"h12tick{me}", str(n), old, new], check=True)
         time.sleep(0.1)
         seen += tail.poll(f"h12tick{me}".encode())
@@ -95,12 +96,15 @@ def test_sighup_with_a_large_rules_file_does_not_pause_the_output(sensor,
     [took] = re.findall(r"rules reloaded: 7701 rules \(in ([\d.]+) s\)", trace.stderr)
     # The reload lasted long enough for a pause to show (before: 24 s).
     assert float(took) >= 1.0, trace.stderr
-    ticks = [t for t, e in seen if e["evt"]["type"] == "exec"]
-    gaps = [b - a for a, b in itertools.pairwise(ticks) if b > hup]
-    # Ticks come every ~0.1 s (plus an exec): a few seconds is a stall.
-    print(f"reload {took} s; {len(gaps)} ticks after the SIGHUP, longest gap "
-          f"{max(gaps, default=0):.2f} s")
-    assert gaps and max(gaps) < 3.0, (max(gaps), took)
+    # How long each tick took to reach the output, from its launch: a stall
+    # of the sensor shows here, while one of this test (the machine is
+    # shared) only spaces the ticks out. Seen when polled: ~0.1 s late.
+    latency = [t - launched[e["proc"]["args"][2]] for t, e in seen
+               if e["evt"]["type"] == "exec" and launched[e["proc"]["args"][2]] > hup]
+    print(f"reload {took} s; {len(latency)} ticks during and after it, longest from "
+          f"launch to output {max(latency, default=0):.2f} s")
+    # Before: every tick launched during the reload waited for its end (24 s).
+    assert latency and max(latency) < 3.0, (max(latency), took)
     # One switch: every Old alert before every New one, and every tick
     # judged by exactly one of the two rule sets.
     mine = [e for e in trace.events if f"h12tick{me}" in ((e.get("proc") or {}).get("args")
