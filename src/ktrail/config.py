@@ -18,7 +18,8 @@
       enabled: true
 
 Every mistake is reported as FILE:LINE:COLUMN with what was expected, and
-nothing is started until the whole file is valid.
+nothing is started until the whole file is valid. The file is read with
+bounds (safeyaml: size, nesting, aliases) and a key given twice is an error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from ktrail import safeyaml
 from ktrail.loader.catalog import CATALOG
 from ktrail.loader.ignore import Ignore
 from ktrail.loader.profiles import PROFILES
@@ -112,11 +114,10 @@ def _events(path: str, node: yaml.Node, what: str) -> frozenset[str]:
 
 def parse(text: str, path: str = "<config>") -> Config:
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        # Bounded (size, depth, aliases) and strict (a key given twice).
+        root = safeyaml.compose(text, path)
+    except safeyaml.YamlError as e:
+        raise ConfigError(str(e)) from None
     if root is None:
         return Config(source=path)
     top = _mapping(path, root, {"profile", "events", "watch", "rules", "ignore", "store"},
@@ -201,9 +202,7 @@ def load(path: str | None) -> Config:
             return Config()
         path = DEFAULT_PATH
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
+        text = safeyaml.read(path)
+    except safeyaml.YamlError as e:
+        raise ConfigError(str(e)) from None
     return parse(text, path)

@@ -121,10 +121,11 @@ class Pipeline:
                 if deadline is not None:
                     timeout = max(0.0, min(timeout, deadline - now))
                 self.reader.wait(timeout)
-                if self.detector is not None and self.detector.reload_wanted:
-                    # What happened before the SIGHUP is judged by the old rules.
-                    self.drain()
-                    self.detector.maybe_reload()
+                det = self.detector
+                if det is not None and (det.reload_wanted or det.reloading):
+                    # Starts a reload, or switches to its rules once compiled:
+                    # what was read before the switch met the old rules.
+                    det.maybe_reload()
                 self.drain()
                 for sink in self.sinks:
                     sink.tick()
@@ -142,6 +143,8 @@ class Pipeline:
                     next_stats = now + opts.stats_interval
                     self._emit_stats()
         finally:
+            if self.detector is not None:
+                self.detector.close()   # a reload in flight is abandoned
             # Flush what the kernel already handed over, then account for it all:
             # a loss in the last moments is warned about like any other. The
             # final record is reconciled against a snapshot of the kernel's

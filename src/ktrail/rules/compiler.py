@@ -18,6 +18,7 @@ from typing import Any
 
 from ktrail.rules import fields as F
 from ktrail.rules.lang import (
+    MAX_NESTING,
     And,
     Compare,
     ConditionError,
@@ -30,6 +31,9 @@ from ktrail.rules.lang import (
 )
 
 Predicate = Callable[[dict[str, Any]], bool]
+
+# Items of an and/or chain compiled as nested closures; longer ones loop.
+CHAIN_NESTED = 8
 
 
 class CompileError(ValueError):
@@ -123,7 +127,21 @@ def _any(get: Callable[[dict[str, Any]], Any], test: Callable[[Any], bool]) -> P
 
 
 def _chain(preds: list[Predicate], conjunction: bool) -> Predicate:
-    """`a and b and c` (or `or`) as nested closures: no generator per event."""
+    """`a and b and c` (or `or`) as nested closures: no generator per event.
+
+    A long chain is a loop instead: nested, each item is one more frame
+    when it runs, and `a or b or ...` of a thousand items would raise
+    RecursionError on the first event that matches none."""
+    if len(preds) > CHAIN_NESTED:
+        items = tuple(preds)
+        if conjunction:
+            def every(e: dict[str, Any]) -> bool:
+                return all(p(e) for p in items)
+            return every
+
+        def some(e: dict[str, Any]) -> bool:
+            return any(p(e) for p in items)
+        return some
     f = preds[-1]
     for p in reversed(preds[:-1]):
         if conjunction:
@@ -155,6 +173,7 @@ class Compiler:
         self.scope = scope
         self._expanding: list[str] = []
         self._where = ""
+        self._depth = 0
 
     def compile(self, node: Node, where: str = "") -> Compiled:
         self._where = where
@@ -206,6 +225,18 @@ class Compiler:
     # --- predicates ---
 
     def node(self, node: Node) -> Predicate:
+        # Macros inside macros nest too: the depth is counted across them,
+        # since the compiled predicate recurses once per level when it runs.
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise CompileError(f"nested more than {MAX_NESTING} levels deep, macros "
+                                   "included", node.col, self._where)
+            return self._node(node)
+        finally:
+            self._depth -= 1
+
+    def _node(self, node: Node) -> Predicate:
         if isinstance(node, And):
             return _chain([self.node(i) for i in node.items], conjunction=True)
         if isinstance(node, Or):
@@ -230,7 +261,9 @@ class Compiler:
             raise CompileError(f"unknown macro {ref.name!r}", ref.col, self._where,
                                unsupported=f"macro {ref.name}")
         if ref.name in self._expanding:
-            raise CompileError(f"macro {ref.name!r} refers to itself", ref.col, self._where)
+            circle = [*self._expanding[self._expanding.index(ref.name):], ref.name]
+            raise CompileError(f"macro {ref.name!r} refers to itself: {' -> '.join(circle)}",
+                               ref.col, self._where)
         key = (ref.name, self.scope.dialect)
         done = self.scope.compiled.get(key)
         if done is not None:

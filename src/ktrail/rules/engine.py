@@ -99,9 +99,6 @@ class Engine:
         return out
 
 
-_TEMPLATE = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*(?:\[\d+\])?)")
-
-
 def render(template: str, e: Event, dialect: str) -> str:
     def sub(m: re.Match[str]) -> str:
         try:
@@ -113,7 +110,7 @@ def render(template: str, e: Event, dialect: str) -> str:
         if isinstance(v, list):
             return " ".join(str(x) for x in v)
         return str(v)
-    return _TEMPLATE.sub(sub, template)
+    return F.TEMPLATE_FIELD.sub(sub, template)
 
 
 def make_alert(r: Rule, events: list[Event]) -> Event:

@@ -133,6 +133,8 @@ DERIVED: dict[str, tuple[Getter, str]] = {
     "dns.tld": (_dns_tld, "last label of dns.query, lower case"),
 }
 
+# A `%field` in a rule's output template (checked when the rule loads).
+TEMPLATE_FIELD = re.compile(r"%([A-Za-z_][A-Za-z0-9_.]*(?:\[\d+\])?)")
 _INDEXED = re.compile(r"^(proc\.(?:aname|aexe|acomm|apid|aexec_id))\[(\d+)\]$")
 
 

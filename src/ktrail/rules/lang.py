@@ -125,10 +125,24 @@ class Compare(Node):
     values: tuple[Value, ...] | None = None  # list operators (names of lists included)
 
 
+# How deep parentheses, `not`s and transforms may nest in one condition.
+# Falco's rules and the default rules need 8 levels at most, macros
+# included; the parser, the compiler and the compiled predicate each
+# recurse once per level, so an unbounded depth is a RecursionError.
+MAX_NESTING = 64
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def deeper(self, t: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ConditionError(f"nested more than {MAX_NESTING} levels deep (parentheses, "
+                                 "not, transforms)", t.col)
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
@@ -171,14 +185,19 @@ class _Parser:
     def not_expr(self) -> Node:
         if self.is_word("not"):
             t = self.take()
-            return Not(t.col, self.not_expr())
+            self.deeper(t)
+            node = Not(t.col, self.not_expr())
+            self.depth -= 1
+            return node
         return self.primary()
 
     def primary(self) -> Node:
         t = self.peek()
         if t.kind == "(":
             self.take()
+            self.deeper(t)
             node = self.or_expr()
+            self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise ConditionError(f"expected ')' to close the '(' at column {t.col}, "
@@ -201,7 +220,9 @@ class _Parser:
         t = self.take()
         if t.text in TRANSFORMS and self.peek().kind == "(":
             self.take()
+            self.deeper(t)
             inner = self.operand()
+            self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise ConditionError(f"expected ')' after {t.text}(", close.col)

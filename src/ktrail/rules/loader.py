@@ -12,18 +12,25 @@ is an error, never a silent replacement.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ktrail import safeyaml
+from ktrail.rules import fields as F
 from ktrail.rules.compiler import Compiled, CompileError, Predicate, Scope, compile_condition
 from ktrail.rules.lang import And, ConditionError, Not, parse
 from ktrail.rules.state import build_state
 
 PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE",
               "INFORMATIONAL", "INFO", "DEBUG")
+# Items that list entries gain from the lists they name (Falco's nested
+# lists), over the whole rule set: a chain of lists that each name the one
+# before several times would otherwise multiply without bound.
+MAX_LIST_EXPANSION = 1_000_000
 RULE_KEYS = {"rule", "desc", "condition", "output", "priority", "tags", "enabled",
              "exceptions", "append", "override", "source", "shadow", "sequence",
              "threshold", "skip-if-unknown-filter", "warn_evttypes", "capture",
@@ -82,6 +89,9 @@ class RuleDef:
     # on one line (plain or quoted), so a column in it maps into the file;
     # None for block scalars.
     cond_inline: int | None = None
+    # A %field of the output that does not resolve, found when the output
+    # was read (where it is known); the rule is left out with it.
+    output_problem: Problem | None = None
 
     def place(self, col: int) -> Where:
         """The file position of column col of the condition."""
@@ -121,13 +131,15 @@ class RuleSet:
 
 # --- YAML with positions -------------------------------------------------
 
-def _load_nodes(path: str, text: str) -> yaml.Node | None:
+Checkpoint = Callable[[], None]
+
+
+def _load_nodes(path: str, text: str, checkpoint: Checkpoint | None = None) -> yaml.Node | None:
+    # Bounded: size, depth, aliases, duplicate keys (safeyaml).
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RuleFileError(path, line, col, f"not valid YAML: {e.problem or e}") from None
+        return safeyaml.compose(text, path, checkpoint=checkpoint)
+    except safeyaml.YamlError as e:
+        raise RuleFileError(path, e.line or 1, e.col or 1, e.message) from None
 
 
 def _where(path: str, node: yaml.Node) -> Where:
@@ -135,12 +147,42 @@ def _where(path: str, node: yaml.Node) -> Where:
 
 
 def _plain(node: yaml.Node) -> Any:
-    return yaml.SafeLoader(" ").construct_object(node, deep=True) if node else None
+    if not node:
+        return None
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+        return node.value     # most values: no constructor needed
+    # A bare constructor: a whole SafeLoader per value was a third of the
+    # time a large file took to load.
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+
+
+def _output_problem(path: str, node: yaml.Node, rule: str, text: str,
+                    dialect: str) -> Problem | None:
+    """The first %field of an output template that is not a field, placed.
+
+    Falco files name many fields ktrail has no counterpart for (container
+    images, Kubernetes): there they print <NA>, as Falco prints a field that
+    does not apply, and the rule still loads."""
+    if dialect != "ktrail":
+        return None
+    for m in F.TEMPLATE_FIELD.finditer(text):
+        try:
+            F.resolve(m.group(1), dialect)
+        except F.UnknownField as e:
+            col = m.start() + 1
+            where = _where(path, node)
+            inline = _inline_offset(node)
+            if inline is not None:
+                where = Where(where.path, where.line, where.col + inline + col - 1)
+            return Problem(where, rule, f"output, column {col}: {e}", unsupported=m.group(1))
+    return None
 
 
 class _Merger:
-    def __init__(self) -> None:
+    def __init__(self, checkpoint: Checkpoint | None = None) -> None:
+        self.checkpoint = checkpoint
         self.lists: dict[str, list[Any]] = {}
+        self.list_where: dict[str, Where] = {}
         self.macros: dict[str, tuple[str, Where]] = {}
         self.rules: dict[str, RuleDef] = {}
         self.order: list[str] = []
@@ -151,13 +193,15 @@ class _Merger:
         self.errors.append(RuleFileError(path, w.line, w.col, msg))
 
     def add_file(self, path: str, text: str, dialect: str) -> None:
-        root = _load_nodes(path, text)
+        root = _load_nodes(path, text, self.checkpoint)
         if root is None:
             return
         if not isinstance(root, yaml.SequenceNode):
             self.fail(path, root, "a rule file is a YAML list of rule, macro and list entries")
             return
-        for item in root.value:
+        for n, item in enumerate(root.value):
+            if self.checkpoint is not None and n % 64 == 0:
+                self.checkpoint()
             self.add_entry(path, item, dialect)
 
     def add_entry(self, path: str, node: yaml.Node, dialect: str) -> None:
@@ -199,10 +243,17 @@ class _Merger:
         if "items" not in data:
             self.fail(path, node, f"list {name!r} has no items:")
             return
-        items = _plain(data["items"])
+        items_node = data["items"]
+        items = _plain(items_node)
         if not isinstance(items, list):
-            self.fail(path, data["items"], f"list {name!r}: items: must be a list")
+            self.fail(path, items_node, f"list {name!r}: items: must be a list")
             return
+        for item in items_node.value:
+            if not isinstance(item, yaml.ScalarNode):
+                self.fail(path, item, f"list {name!r}: each item is a plain value (a name, "
+                          "a path, a number), not a list or mapping")
+                return
+        self.list_where[name] = _where(path, node)
         items = [i for i in items if i is not None]
         mode = override.get("items") or ("append" if append else None)
         if mode == "append":
@@ -272,8 +323,13 @@ class _Merger:
                 elif key == "tags":
                     r.tags = (r.tags + list(value or [])) if mode == "append" else list(
                         value or [])
-                elif key == "output" and mode == "append":
-                    r.output = f"{r.output} {value}"
+                elif key == "output":
+                    bad = _output_problem(path, vnode, name, str(value or ""), r.dialect)
+                    if mode == "append":
+                        r.output = f"{r.output} {value}"
+                        r.output_problem = r.output_problem or bad
+                    else:
+                        r.output, r.output_problem = str(value or "").strip(), bad
                 elif hasattr(r, key):
                     setattr(r, key, value)
             return
@@ -301,10 +357,11 @@ class _Merger:
             self.fail(path, node, f"rule {name!r} has no output:")
             return
         tags = _plain(data["tags"]) if "tags" in data else []
+        output = str(_plain(data.get("output")) or "").strip()
         self.rules[name] = RuleDef(
             name=name, where=_where(path, node), condition=cond,
             cond_where=_where(path, cond_node or node),
-            output=str(_plain(data.get("output")) or "").strip(),
+            output=output,
             desc=str(_plain(data.get("desc")) or "").strip(),
             priority="INFORMATIONAL" if prio == "INFO" else prio,
             tags=[str(t) for t in tags or []],
@@ -316,8 +373,60 @@ class _Merger:
             source=str(_plain(data.get("source")) or "syscall"),
             dialect=dialect,
             cond_inline=_inline_offset(cond_node),
+            output_problem=None if "output" not in data else _output_problem(
+                path, data["output"], name, output, dialect),
         )
         self.order.append(name)
+
+    def expand_lists(self) -> None:
+        """A list item that names another list stands for that list's items,
+        as in Falco (`items: [deb_binaries, rpm]`). Lists that include each
+        other in a circle are an error naming the circle."""
+        done: dict[str, list[Any]] = {}
+        gained = 0
+
+        def include(name: str, items: list[Any], acc: dict[tuple[str, Any], Any]) -> None:
+            nonlocal gained
+            gained += len(items)
+            if gained > MAX_LIST_EXPANSION:
+                w = self.list_where[name]
+                raise RuleFileError(w.path, w.line, w.col, f"list {name!r}: lists that name "
+                                    f"lists expand to more than {MAX_LIST_EXPANSION:,} items")
+            # Keyed by type too: 1 and True are one key in a dict.
+            acc.update(((type(x).__name__, x), x) for x in items)
+
+        for top in self.lists:
+            if top in done:
+                continue
+            # Depth first without recursion: a chain of lists may be long.
+            stack: list[tuple[str, Iterator[Any]]] = [(top, iter(self.lists[top]))]
+            path = [top]
+            acc: dict[str, dict[tuple[str, Any], Any]] = {top: {}}
+            while stack:
+                name, items = stack[-1]
+                for item in items:
+                    if not (isinstance(item, str) and item in self.lists):
+                        acc[name][(type(item).__name__, item)] = item
+                    elif item in acc:   # on the path: a circle
+                        circle = [*path[path.index(item):], item]
+                        w = self.list_where[name]
+                        raise RuleFileError(w.path, w.line, w.col, (
+                            f"list {item!r} includes itself" if len(circle) == 2 else
+                            "lists include each other in a circle: " + " -> ".join(circle)))
+                    elif item in done:
+                        include(name, done[item], acc[name])
+                    else:
+                        stack.append((item, iter(self.lists[item])))
+                        path.append(item)
+                        acc[item] = {}
+                        break
+                else:
+                    stack.pop()
+                    path.pop()
+                    done[name] = list(acc.pop(name).values())
+                    if stack:
+                        include(stack[-1][0], done[name], acc[stack[-1][0]])
+        self.lists = done
 
 
 def _inline_offset(node: yaml.Node | None) -> int | None:
@@ -360,10 +469,15 @@ def _quote(v: Any) -> str:
 
 
 def load(paths: list[str | Path], dialect: str | None = None,
-         texts: dict[str, str] | None = None) -> RuleSet:
+         texts: dict[str, str] | None = None, checkpoint: Checkpoint | None = None) -> RuleSet:
     """Load rule files in order. Raises RuleFileError for file-level mistakes
-    (YAML, an entry's shape); rules that do not compile land in problems."""
-    m = _Merger()
+    (YAML, an entry's shape, lists in a circle); rules that do not compile
+    land in problems.
+
+    `checkpoint` is called often (every few thousand YAML events, every few
+    dozen entries, every rule compiled): a background reload raises from it
+    to give up, or pauses in it to leave the processor to the event loop."""
+    m = _Merger(checkpoint)
     rs = RuleSet()
     for p in paths:
         path = str(p)
@@ -371,15 +485,14 @@ def load(paths: list[str | Path], dialect: str | None = None,
             text = texts[path]
         else:
             try:
-                text = Path(path).read_text()
-            except OSError as e:
-                raise RuleFileError(path, 1, 1, f"cannot read: {e.strerror}") from None
-            except UnicodeDecodeError:
-                raise RuleFileError(path, 1, 1, "not a text file") from None
+                text = safeyaml.read(path)
+            except safeyaml.YamlError as e:
+                raise RuleFileError(path, 1, 1, e.message) from None
         d = dialect or ("falco" if "falco" in Path(path).name.lower() else "ktrail")
         m.add_file(path, text, d)
     if m.errors:
         raise m.errors[0]
+    m.expand_lists()
     return compile_rules(m, rs)
 
 
@@ -392,7 +505,9 @@ def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
             parsed_macros[name] = parse(cond)
         except ConditionError as e:
             broken[name] = f"macro {name!r} ({where}) does not parse: column {e.col}: {e.message}"
-    for name in m.order:
+    for n, name in enumerate(m.order):
+        if m.checkpoint is not None and n % 8 == 0:
+            m.checkpoint()
         d = m.rules[name]
         if not d.enabled:
             rs.disabled.append(name)
@@ -400,6 +515,9 @@ def compile_rules(m: _Merger, rs: RuleSet) -> RuleSet:
         if d.source != "syscall":
             rs.problems.append(Problem(d.where, name, f"source {d.source!r} is not supported "
                                        "(syscall only)", unsupported=f"source {d.source}"))
+            continue
+        if d.output_problem is not None:
+            rs.problems.append(d.output_problem)
             continue
         scope = Scope(parsed_macros, m.lists, d.dialect, broken, compiled_macros)
         try:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ktrail import safeyaml
 from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleSet
 
@@ -96,9 +95,9 @@ def case_events(case: Any) -> list[dict[str, Any]]:
 
 def load_tests(path: str | Path) -> list[dict[str, Any]]:
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        raise TestFileError(f"{path}: not valid YAML: {e}") from None
+        data = safeyaml.load(safeyaml.read(path), str(path))
+    except safeyaml.YamlError as e:
+        raise TestFileError(str(e)) from None
     if not isinstance(data, list):
         raise TestFileError(f"{path}: a test file is a list of {{rule, fires, quiet}}")
     for n, entry in enumerate(data, 1):
