@@ -63,11 +63,19 @@ def _check_for(kind: str) -> Callable[[Any], bool]:
     return _TYPES[base]
 
 
-_CHECKS: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = tuple(
-    (tuple(name.split(".")), name, _check_for(f.type)) for name, f in FIELDS.items())
+Check = tuple[tuple[str, ...], str, Callable[[Any], bool]]
+# By the event's top-level key: an event has a few of the registry's
+# objects, so only their fields are looked at.
+_CHECKS: dict[str, list[Check]] = {}
+for _name, _field in FIELDS.items():
+    _keys = tuple(_name.split("."))
+    _CHECKS.setdefault(_keys[0], []).append((_keys, _name, _check_for(_field.type)))
 # Objects on the way to a field (`proc.parent` for proc.parent.exe) must be
 # objects, or absent: getters walk through them.
-_OBJECTS = sorted({".".join(keys[:i]) for keys, _, _ in _CHECKS for i in range(1, len(keys))})
+_OBJECTS: dict[str, list[tuple[str, ...]]] = {}
+for _top, _checks in _CHECKS.items():
+    _OBJECTS[_top] = sorted({keys[:i] for keys, _, _ in _checks for i in range(1, len(keys))},
+                            key=len)
 # What proc.ancestors' entries hold (ancestor fields: proc.aname[N]...).
 _ANCESTOR = {"exec_id": _is_str, "pid": _is_int, "exe": _is_str, "comm": _is_str}
 
@@ -91,14 +99,17 @@ def problem(e: Any) -> str | None:
         return "not a ktrail event (no evt object with a type)"
     if not isinstance(e.get("proc"), dict):
         return "not a ktrail event (no proc object)"
-    for name in _OBJECTS:
-        v = _get(e, tuple(name.split(".")))
-        if v is not None and not isinstance(v, dict):
-            return f"{name} must be an object, not {type(v).__name__}"
-    for keys, name, check in _CHECKS:
-        v = _get(e, keys)
-        if v is not None and not check(v):
-            return f"{name} must be {FIELDS[name].type}, not {_show(v)}"
+    for top in e:
+        if top not in _CHECKS:
+            continue
+        for keys in _OBJECTS[top]:
+            v = _get(e, keys)
+            if v is not None and not isinstance(v, dict):
+                return f"{'.'.join(keys)} must be an object, not {type(v).__name__}"
+        for keys, name, check in _CHECKS[top]:
+            v = _get(e, keys)
+            if v is not None and not check(v):
+                return f"{name} must be {FIELDS[name].type}, not {_show(v)}"
     for name in _TIME_FIELDS:
         v = _get(e, tuple(name.split(".")))
         if v is not None and not _valid_time(v):
