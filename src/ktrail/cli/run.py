@@ -300,8 +300,14 @@ def run(args: argparse.Namespace) -> int:
         if final["store"] is not None:
             st = final["store"]
             stored = f", {st['written']} stored"
-            if st["shed"] or st["failed"]:
-                stored += f" ({st['shed'] + st['failed']} not stored: see stats.store)"
+            # `written` counts only what is still on disk: a deleted store
+            # file's events are `deleted`.
+            missing = st["shed"] + st["failed"] + st.get("deleted", 0)
+            if missing:
+                stored += f" ({missing} not stored: see stats.store)"
+            if st.get("tamper"):
+                stored += (f"; the store file was deleted or replaced {st['tamper']} times "
+                           f"during the run ({st['deleted']} stored events gone with it)")
         det = final.get("detection")
         alerts = "" if det is None else f", {det['alerts']} alerts"
         # With --alerts-only the output has only alerts: "0 written" would read as a fault.
