@@ -98,6 +98,8 @@ def _list(path: str, node: yaml.Node, what: str, kind: type,
         if not isinstance(item, yaml.ScalarNode):
             raise ConfigError(f"{_where(path, item)}: {what} entries must be plain values")
         value: Any = item.value
+        if "\0" in value:  # a YAML escape can make one; no path or name holds it
+            raise ConfigError(f"{_where(path, item)}: {what}: a NUL character is not allowed")
         if kind is int:
             try:
                 value = int(value)
@@ -175,6 +177,8 @@ def parse(text: str, path: str = "<config>") -> Config:
 def _scalar(path: str, node: yaml.Node, what: str) -> str:
     if not isinstance(node, yaml.ScalarNode) or not node.value:
         raise ConfigError(f"{_where(path, node)}: {what} must be a plain value")
+    if "\0" in node.value:
+        raise ConfigError(f"{_where(path, node)}: {what}: a NUL character is not allowed")
     return str(node.value)
 
 

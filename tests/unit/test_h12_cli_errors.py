@@ -108,6 +108,14 @@ def test_tree_on_a_damaged_store_is_one_line(damage: Callable[[Path, Path], None
     assert out == ""
 
 
+def test_query_on_a_damaged_store_is_one_line(good_store: Path, tmp_path: Path,
+                                              run_cli: RunCli) -> None:
+    bad = tmp_path / "bad.db"
+    _pages_overwritten(good_store, bad)
+    code, _, err = run_cli(["query", "--store", str(bad), "--limit", "0"])
+    one_error(code, err, EXIT_ERROR, f"store {bad}: the store file is corrupt")
+
+
 def test_tree_on_the_good_store_still_works(good_store: Path, run_cli: RunCli) -> None:
     code, out, _ = run_cli(["tree", "4000", "--store", str(good_store), "--max-nodes", "3"])
     assert code == 0 and "bash(4000)" in out
@@ -227,6 +235,8 @@ def test_a_ring_the_kernel_cannot_allocate_names_the_option(
     ("ignore:\n  uids: [4294967295]\n", "c.yaml:2:10", "ignore.uids"),
     ("store:\n  max_size: 1M\n", "c.yaml:2:13", "store.max_size must be at least 4M"),
     ("store:\n  retain: 99999999999d\n", "c.yaml:2:11", "store.retain"),
+    ('store:\n  path: "/var/x\\0.db"\n', "c.yaml:2:9", "store.path: a NUL character"),
+    ('rules: ["/etc/r\\0.yaml"]\n', "c.yaml:1:9", "rules: a NUL character"),
 ])
 def test_config_ranges_name_file_line_column(text: str, where: str, needle: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -338,3 +348,8 @@ def test_rules_profile_skips_bad_lines_too(tmp_path: Path, run_cli: RunCli) -> N
     code, out, err = run_cli(["rules", "profile", str(trail)])
     assert code == 0, err
     assert f"{trail}:4: " in err and out.startswith("3 events in ")
+
+
+def test_rules_test_on_a_directory_names_it(tmp_path: Path, run_cli: RunCli) -> None:
+    code, _, err = run_cli(["rules", "test", str(tmp_path)])
+    one_error(code, err, EXIT_ENV, f"{tmp_path}: Is a directory")

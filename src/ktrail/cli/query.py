@@ -16,7 +16,7 @@ from ktrail.config import ConfigError
 from ktrail.config import load as load_config
 from ktrail.loader.catalog import CATALOG
 from ktrail.store import DEFAULT_PATH, StoreError
-from ktrail.store.query import Filters, QueryError, build, prepare, run_sql
+from ktrail.store.query import CorruptStore, Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
 from ktrail.units import ID_MAX, TimeSyntaxError, parse_when, to_rfc3339
 
@@ -155,6 +155,8 @@ def query(args: argparse.Namespace) -> int:
         found.reverse()
         _print_matches(fmt, columns, found, alerts=f.alerts)
         return 0
+    except CorruptStore as e:
+        raise CliError(f"store {path}: {e}", code=EXIT_ERROR) from None
     except QueryError as e:
         raise CliError(str(e), code=EXIT_ERROR) from None
     finally:

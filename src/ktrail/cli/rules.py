@@ -88,8 +88,10 @@ def test(args: argparse.Namespace) -> int:
     for f in files:
         try:
             results = run_tests(rs, load_tests(f))
-        except (TestFileError, OSError) as e:
+        except TestFileError as e:
             raise CliError(str(e)) from None
+        except OSError as e:  # a directory, a missing or unreadable file
+            raise CliError(f"{f}: {e.strerror or e}") from None
         for r in results:
             total += 1
             if not r.ok:

@@ -45,6 +45,10 @@ class QueryError(ValueError):
     """Bad input to a query (filters, SQL); the message is for the user."""
 
 
+class CorruptStore(QueryError):
+    """The file broke under a query: a corrupt page, not the query's fault."""
+
+
 class ReadOnly:
     """The authorizer: SELECT and reading only; remembers what it refused.
     It also keeps the time limit of the running statement (`timeout_s`;
@@ -114,6 +118,8 @@ def _failed(guard: ReadOnly, e: sqlite3.Error) -> QueryError:
     if guard.timed_out:
         return QueryError(f"the query ran longer than its time limit of {guard.timeout_s:g} s "
                           "and was stopped (--timeout SECONDS allows more; 0: no limit)")
+    if getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptStore(f"the store file is corrupt ({e}); move it away")
     return QueryError(f"SQL: {e}")
 
 
