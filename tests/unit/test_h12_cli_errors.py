@@ -353,3 +353,16 @@ def test_rules_profile_skips_bad_lines_too(tmp_path: Path, run_cli: RunCli) -> N
 def test_rules_test_on_a_directory_names_it(tmp_path: Path, run_cli: RunCli) -> None:
     code, _, err = run_cli(["rules", "test", str(tmp_path)])
     one_error(code, err, EXIT_ENV, f"{tmp_path}: Is a directory")
+
+
+def test_replay_skips_a_line_too_long_to_hold(tmp_path: Path, run_cli: RunCli,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from ktrail.rules import trail as trail_mod
+    monkeypatch.setattr(trail_mod, "MAX_LINE", 4096)  # the real bound is 16 MiB
+    trail = _trail(tmp_path, GOOD[0], b"[" * 100_000 + b"\n", GOOD[1], b"x" * 9000)
+    code, _, err = run_cli(["replay", str(trail)])
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0] == f"ktrail: warning: {trail}:2: longer than 4,096 bytes; not an event; skipped"
+    assert lines[1].startswith(f"ktrail: warning: {trail}:4: longer than")
+    assert lines[2] == "ktrail: 2 events replayed, 0 alerts, 2 bad lines skipped"

@@ -20,6 +20,9 @@ import orjson
 from ktrail.events.registry import FIELDS
 
 Event = dict[str, Any]
+# The sensor's largest events are tens of KiB (argv is cut at 4 KiB, paths at
+# 4 KiB each): a longer line is not one of them.
+MAX_LINE = 16 << 20
 
 # The sensor writes times as RFC 3339 in UTC with up to 9 fraction digits.
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z\Z")
@@ -161,21 +164,38 @@ class Trail:
         self.lines = 0
         self.bad = 0
 
-    def __iter__(self) -> Iterator[Event]:
-        for n, line in enumerate(self.f, 1):
-            self.lines = n
-            if not line.strip():
+    def _lines(self) -> Iterator[tuple[bytes, str | None]]:
+        """(line, None), or (b"", why) for a line too long to hold: a file
+        without newlines must not be read into memory whole."""
+        readline = self.f.readline
+        while True:
+            line = readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) <= MAX_LINE or line.endswith(b"\n"):
+                yield line, None
                 continue
-            try:
-                e = orjson.loads(line)
-            except orjson.JSONDecodeError as err:
-                why: str | None = f"not JSON: {err}"
-            else:
-                why = problem(e)
+            while line and not line.endswith(b"\n"):  # skip the rest of it
+                line = readline(1 << 20)
+            yield b"", f"longer than {MAX_LINE:,} bytes; not an event"
+
+    def __iter__(self) -> Iterator[Event]:
+        for n, (line, too_long) in enumerate(self._lines(), 1):
+            self.lines = n
+            why: str | None = too_long
+            if why is None:
+                if not line.strip():
+                    continue
+                try:
+                    e = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    why = f"not JSON: {err}"
+                else:
+                    why = problem(e)
             if why is None:
                 yield e
                 continue
-            if not line.endswith(b"\n"):
+            if line and not line.endswith(b"\n"):
                 why += " (the last line is cut off)"
             if self.strict:
                 raise BadLine(n, why)
