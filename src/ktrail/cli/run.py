@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         if e.errno in (errno.ENOMEM, errno.E2BIG):
             # The ring is the largest allocation by far: name the option.
             hint = (f" (--ring-size {args.ring_size} asks the kernel for "
-                    f"{ring_size(ring) >> 20} MiB of locked memory; try a smaller one)")
+                    f"{ring_size(ring) >> 20} MiB of kernel memory; try a smaller one)")
         raise CliError(f"the sensor failed to start: {e}{hint}") from None
 
     try:
@@ -306,8 +306,9 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 stored += f" ({missing} not stored: see stats.store)"
             if st.get("tamper"):
-                stored += (f"; the store file was deleted or replaced {st['tamper']} times "
-                           f"during the run ({st['deleted']} stored events gone with it)")
+                stored += (f"; the store file was deleted, moved or replaced under the sensor "
+                           f"(tamper: {st['tamper']}, {st['deleted']} stored events gone with "
+                           "it)")
         det = final.get("detection")
         alerts = "" if det is None else f", {det['alerts']} alerts"
         # With --alerts-only the output has only alerts: "0 written" would read as a fault.

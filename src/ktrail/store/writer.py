@@ -401,14 +401,18 @@ class StoreWriter:
                     "the path was given to another file (the one written so far is still "
                     "linked elsewhere)")
         self.last_error = "store file deleted" if gone else "store file moved or replaced"
-        then = ("A new store is created at the path and the trail goes on" if reopen
-                else "The sensor is stopping")
-        if self.tamper <= 10:  # each time, up to a point: the counters say the rest
+        then = "The sensor is stopping"
+        if reopen:
+            then = self._reopen()
+        # Each time, up to a point (the counters say the rest); the store
+        # going off is always said.
+        if self.tamper <= 10 or self._broken is not None:
             print(f"ktrail: warning: store {self.path}: {what}. This may be tampering. {then}; "
                   "counted in stats.store.tamper and stats.store.deleted.", file=self.warn,
                   flush=True)
-        if not reopen:
-            return
+
+    def _reopen(self) -> str:
+        """A new store at the path, after the old file went; -> what happened."""
         # Empty the -wal into the old file first: SQLite leaves the WAL of a
         # moved file at the old name, and a new store there would replay it.
         with contextlib.suppress(sqlite3.Error):
@@ -418,13 +422,13 @@ class StoreWriter:
         try:
             self._open()
         except StoreError as e:
-            self._lock_fd = -1
             self._broken = "cannot open a new store file"
             self.last_error = self._broken
-            self._warn_once("broken", f"ktrail: warning: {e}; the store is off for the rest "
-                            "of this run (the output stream goes on)")
-            return
+            self._warned.add("broken")
+            return (f"No new store can be opened there ({e}); the store is off for the rest "
+                    "of this run (the output stream goes on)")
         self.reopened += 1
+        return "A new store is created at the path and the trail goes on"
 
     def _report(self, e: BaseException, lost: int) -> None:
         what, can_go_on = _error_kind(e)
