@@ -152,6 +152,14 @@ def test_user_given_as_a_non_ascii_digit_is_a_name(good_store: Path, run_cli: Ru
     assert code == 0 and out == "", err
 
 
+def test_sql_time_helpers_take_any_number(good_store: Path, run_cli: RunCli) -> None:
+    code, out, err = run_cli(["query", "--store", str(good_store), "select rfc3339(1e300) a, "
+                              "rfc3339('x') b, ns('99999999999d') c, rfc3339(0) d"])
+    assert code == 0, err
+    assert orjson.loads(out) == {"a": None, "b": None, "c": None,
+                                 "d": "1970-01-01T00:00:00.000000000Z"}
+
+
 def test_time_bounds_in_units() -> None:
     with pytest.raises(TimeSyntaxError, match="too long"):
         parse_duration("9" * 400 + "s")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ktrail.units import TimeSyntaxError, parse_when, to_rfc3339
+from ktrail.units import MAX_NS, MIN_NS, TimeSyntaxError, parse_when, to_rfc3339
 
 EVENT_COLUMNS = ("id", "time", "type", "pid", "exec_id", "exe", "uid", "user", "container",
                  "path", "addr", "port")
@@ -88,7 +88,10 @@ class ReadOnly:
 
 
 def _rfc3339(ns: Any) -> str | None:
-    return to_rfc3339(int(ns)) if isinstance(ns, int | float) else None
+    # NULL, like SQLite's own date functions, for what is not a time.
+    if not isinstance(ns, int | float) or not MIN_NS <= ns <= MAX_NS:
+        return None
+    return to_rfc3339(int(ns))
 
 
 def _ns(text: Any) -> int | None:
