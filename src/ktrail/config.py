@@ -34,7 +34,15 @@ from ktrail import safeyaml
 from ktrail.loader.catalog import CATALOG
 from ktrail.loader.ignore import Ignore
 from ktrail.loader.profiles import PROFILES
-from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
+from ktrail.store import MIN_STORE_BYTES
+from ktrail.units import (
+    ID_MAX,
+    PID_MAX_LIMIT,
+    SizeSyntaxError,
+    TimeSyntaxError,
+    parse_duration,
+    parse_size,
+)
 
 DEFAULT_PATH = "/etc/ktrail/ktrail.yaml"
 
@@ -83,7 +91,8 @@ def _mapping(path: str, node: yaml.Node, keys: set[str], what: str) -> dict[str,
     return out
 
 
-def _list(path: str, node: yaml.Node, what: str, kind: type) -> list[Any]:
+def _list(path: str, node: yaml.Node, what: str, kind: type,
+          bounds: tuple[int, int] = (0, ID_MAX)) -> list[Any]:
     if not isinstance(node, yaml.SequenceNode):
         raise ConfigError(f"{_where(path, node)}: {what} must be a list")
     out = []
@@ -91,14 +100,17 @@ def _list(path: str, node: yaml.Node, what: str, kind: type) -> list[Any]:
         if not isinstance(item, yaml.ScalarNode):
             raise ConfigError(f"{_where(path, item)}: {what} entries must be plain values")
         value: Any = item.value
+        if "\0" in value:  # a YAML escape can make one; no path or name holds it
+            raise ConfigError(f"{_where(path, item)}: {what}: a NUL character is not allowed")
         if kind is int:
             try:
                 value = int(value)
             except ValueError:
                 raise ConfigError(f"{_where(path, item)}: {what}: {value!r} is not a number") \
                     from None
-            if not 0 <= value < 2**32:
-                raise ConfigError(f"{_where(path, item)}: {what}: {value} is out of range")
+            if not bounds[0] <= value <= bounds[1]:
+                raise ConfigError(f"{_where(path, item)}: {what}: {value} is out of range "
+                                  f"(allowed: {bounds[0]} to {bounds[1]})")
         out.append(value)
     return out
 
@@ -152,7 +164,8 @@ def parse(text: str, path: str = "<config>") -> Config:
                 raise ConfigError(f"{_where(path, item)}: ignore.paths: {p!r} must be "
                                   "absolute")
         kw["ignore"] = Ignore(
-            pids=frozenset(_list(path, ig["pids"], "ignore.pids", int) if "pids" in ig else []),
+            pids=frozenset(_list(path, ig["pids"], "ignore.pids", int, (1, PID_MAX_LIMIT))
+                           if "pids" in ig else []),
             uids=frozenset(_list(path, ig["uids"], "ignore.uids", int) if "uids" in ig else []),
             comms=frozenset(comms),
             paths=tuple(p.rstrip("/") or "/" for p in paths),
@@ -165,6 +178,8 @@ def parse(text: str, path: str = "<config>") -> Config:
 def _scalar(path: str, node: yaml.Node, what: str) -> str:
     if not isinstance(node, yaml.ScalarNode) or not node.value:
         raise ConfigError(f"{_where(path, node)}: {what} must be a plain value")
+    if "\0" in node.value:
+        raise ConfigError(f"{_where(path, node)}: {what}: a NUL character is not allowed")
     return str(node.value)
 
 
@@ -183,9 +198,12 @@ def _store(path: str, node: yaml.Node) -> StoreConfig:
     if "max_size" in st:
         kw["max_size"] = _scalar(path, st["max_size"], "store.max_size")
         try:
-            parse_size(kw["max_size"])
+            size = parse_size(kw["max_size"])
         except SizeSyntaxError as e:
             raise ConfigError(f"{_where(path, st['max_size'])}: store.max_size: {e}") from None
+        if size < MIN_STORE_BYTES:
+            raise ConfigError(f"{_where(path, st['max_size'])}: store.max_size must be at "
+                              f"least {MIN_STORE_BYTES >> 20}M")
     if "enabled" in st:
         value = _scalar(path, st["enabled"], "store.enabled").lower()
         if value not in ("true", "false", "yes", "no", "on", "off"):

@@ -55,6 +55,19 @@ class TimeSyntaxError(ValueError):
     pass
 
 
+# Times and durations are stored as SQLite INTEGERs (int64 ns): past these
+# bounds (the years 1678 and 2262) they cannot be compared or stored.
+MIN_NS = -(2**63)
+MAX_NS = 2**63 - 1
+
+
+def _in_range(text: str, ns: int, what: str) -> int:
+    if not MIN_NS <= ns <= MAX_NS:
+        raise TimeSyntaxError(f"{text!r} is out of range: {what} must lie between the years "
+                              "1678 and 2262 (64-bit nanoseconds)")
+    return ns
+
+
 class Rfc3339Parser:
     """The sensor's own fixed-width RFC 3339 strings -> ns, cheaply.
 
@@ -131,6 +144,9 @@ def parse_duration(text: str) -> int:
         pos = m.end()
     if not t or pos != len(t):
         raise TimeSyntaxError(f"{text!r} is not a duration (examples: 90s, 10m, 1h, 2d, 1w)")
+    # A long run of digits is inf as a float; compare before int() does.
+    if not total * NS <= MAX_NS:
+        raise TimeSyntaxError(f"{text!r} is too long a duration (at most about 292 years)")
     return int(total * NS)
 
 
@@ -142,13 +158,14 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     now = time.time_ns() if now_ns is None else now_ns
     if t.startswith("@"):
         try:
-            return int(float(t[1:]) * NS)
-        except ValueError:
+            ns = int(float(t[1:]) * NS)
+        except (ValueError, OverflowError):  # 'x', 'nan'; 'inf', '1e400'
             raise TimeSyntaxError(f"{text!r}: '@' must be followed by seconds since the "
                                   "epoch") from None
+        return _in_range(text, ns, "a time")
     if t and t[0].isdigit() and t[-1].lower() in _UNITS and "-" not in t:
-        return now - parse_duration(t)
-    return _parse_timestamp(text)
+        return _in_range(text, now - parse_duration(t), "the time it reaches back to")
+    return _in_range(text, _parse_timestamp(text), "a time")
 
 
 _FRACTION = re.compile(r"(\.\d+)")
@@ -174,6 +191,13 @@ def _parse_timestamp(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return calendar.timegm(dt.utctimetuple()) * NS + frac_ns
+
+# ---- ids ---------------------------------------------------------------------------
+
+# Linux's bounds: pid_max can be raised to PID_MAX_LIMIT at most; uid_t and
+# gid_t are 32-bit, and (uid_t)-1 means "no id" to the kernel.
+PID_MAX_LIMIT = 4_194_304
+ID_MAX = 4_294_967_294
 
 # ---- clock ticks --------------------------------------------------------------------
 

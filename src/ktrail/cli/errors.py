@@ -11,3 +11,9 @@ class CliError(Exception):
         super().__init__(message)
         self.code = code
 
+
+
+def check_range(option: str, value: float, low: float, high: float) -> None:
+    """A usage error naming `option` when value is outside [low, high]."""
+    if not low <= value <= high:
+        raise CliError(f"{option} {value}: out of range (allowed: {low} to {high})")

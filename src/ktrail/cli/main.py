@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ktrail import __version__
 from ktrail.cli import doctor, query, rules, run, tree
-from ktrail.cli.errors import EXIT_ENV, CliError
+from ktrail.cli.errors import EXIT_ENV, EXIT_ERROR, CliError
+
+DEBUG_ENV = "KTRAIL_DEBUG"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,3 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: one line, the traceback only when asked for
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        text = str(e).splitlines()[0] if str(e) else ""
+        print(f"ktrail: error: internal error: {type(e).__name__}"
+              f"{': ' + text if text else ''} (a bug: please report it; {DEBUG_ENV}=1 shows "
+              "the traceback)", file=sys.stderr)
+        return EXIT_ERROR

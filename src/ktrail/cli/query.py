@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
 
-from ktrail.cli.errors import EXIT_ERROR, CliError
+from ktrail.cli.errors import EXIT_ERROR, CliError, check_range
 from ktrail.config import ConfigError
 from ktrail.config import load as load_config
 from ktrail.loader.catalog import CATALOG
 from ktrail.store import DEFAULT_PATH, StoreError
-from ktrail.store.query import Filters, QueryError, build, prepare, run_sql
+from ktrail.store.query import CorruptStore, Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
-from ktrail.units import TimeSyntaxError, parse_when, to_rfc3339
+from ktrail.units import ID_MAX, TimeSyntaxError, parse_when, to_rfc3339
 
 FORMATS = ("auto", "table", "json", "csv")
+DEFAULT_TIMEOUT_S = 30.0
+MAX_LIMIT = 1_000_000_000  # SQLite takes 64-bit integers; 0 means all anyway
 EXAMPLES = """examples:
   ktrail query --type exec --since 10m --exe /usr/bin/ssh-keygen
   ktrail query --path '/etc/*' --since 1d --format csv
@@ -80,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="auto",
                    help="table on a terminal, JSON lines otherwise (default: auto); with "
                         "filters, JSON lines are the events as the sensor wrote them")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="stop a query that runs longer than this; 0 = no limit "
+                        f"(default: {DEFAULT_TIMEOUT_S:g})")
     p.set_defaults(func=query)
 
 
@@ -100,9 +106,13 @@ def _filters(args: argparse.Namespace) -> Filters:
                 raise CliError(f"--{name}: {e}") from None
     if f.since is not None and f.until is not None and f.since > f.until:
         raise CliError("--since is after --until")
+    for u in args.user:
+        if u.isascii() and u.isdigit():
+            check_range("--user", int(u), 0, ID_MAX)
     if args.limit is not None:
         if args.limit < 0:
             raise CliError("--limit must be 0 (all) or more")
+        check_range("--limit", args.limit, 0, MAX_LIMIT)
         f.limit = args.limit or None
     return f
 
@@ -119,6 +129,8 @@ def query(args: argparse.Namespace) -> int:
     if args.sql is not None and not args.sql.strip():
         raise CliError("the SQL statement is empty")
     f = None if args.sql is not None else _filters(args)
+    if not 0 <= args.timeout < math.inf:
+        raise CliError(f"--timeout must be 0 (no limit) or more seconds, not {args.timeout}")
     fmt = args.format
     if fmt == "auto":
         fmt = "table" if sys.stdout.isatty() else "json"
@@ -128,7 +140,7 @@ def query(args: argparse.Namespace) -> int:
     except StoreError as e:
         raise CliError(str(e)) from None
     try:
-        guard = prepare(conn)
+        guard = prepare(conn, args.timeout or None)
         if f is None:
             names, rows = run_sql(conn, guard, args.sql)
             _print_sql(fmt, names, rows)
@@ -143,6 +155,8 @@ def query(args: argparse.Namespace) -> int:
         found.reverse()
         _print_matches(fmt, columns, found, alerts=f.alerts)
         return 0
+    except CorruptStore as e:
+        raise CliError(f"store {path}: {e}", code=EXIT_ERROR) from None
     except QueryError as e:
         raise CliError(str(e), code=EXIT_ERROR) from None
     finally:

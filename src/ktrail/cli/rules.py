@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
-
-import orjson
 
 from ktrail.cli.errors import EXIT_ERROR, CliError
 from ktrail.engine.detect import RulesError, load_ruleset
@@ -17,6 +16,7 @@ from ktrail.rules import DEFAULT_RULES, DEFAULT_TESTS
 from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleFileError, RuleSet, load
 from ktrail.rules.testing import TestFileError, load_tests, run_tests
+from ktrail.rules.trail import BadLine, Trail
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     r.add_argument("trail", metavar="TRAIL.jsonl")
     r.add_argument("--rules", action="append", default=[], metavar="FILE",
                    help="rule files (default: the default rules)")
+    r.add_argument("--strict", action="store_true",
+                   help="stop at the first line that is not an event (exit code 1) instead "
+                        "of reporting it and going on")
     r.set_defaults(func=replay)
 
 
@@ -85,8 +88,10 @@ def test(args: argparse.Namespace) -> int:
     for f in files:
         try:
             results = run_tests(rs, load_tests(f))
-        except (TestFileError, OSError) as e:
+        except TestFileError as e:
             raise CliError(str(e)) from None
+        except OSError as e:  # a directory, a missing or unreadable file
+            raise CliError(f"{f}: {e.strerror or e}") from None
         for r in results:
             total += 1
             if not r.ok:
@@ -101,22 +106,44 @@ def test(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else 0
 
 
-def _trail(path: str) -> Iterator[dict[str, Any]]:
+MAX_REPORTED = 10  # bad lines shown one by one; the rest are counted
+
+
+class _Reporter:
+    """Bad lines of a trail on stderr: the first MAX_REPORTED, then a count."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.shown = 0
+
+    def __call__(self, number: int, why: str) -> None:
+        if self.shown < MAX_REPORTED:
+            self.shown += 1
+            print(f"ktrail: warning: {self.path}:{number}: {why}; skipped", file=sys.stderr)
+
+    def finish(self, trail: Trail) -> str:
+        """The summary's words about bad lines."""
+        if trail.bad > self.shown:
+            print(f"ktrail: warning: {self.path}: {trail.bad - self.shown} more bad lines "
+                  "not shown", file=sys.stderr)
+        return f", {trail.bad} bad lines skipped" if trail.bad else ""
+
+
+@contextlib.contextmanager
+def _trail(path: str, strict: bool) -> Iterator[tuple[Trail, _Reporter]]:
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
         raise CliError(f"{path}: {e.strerror}") from None
+    reporter = _Reporter(path)
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                e = orjson.loads(line)
-            except orjson.JSONDecodeError as err:
-                raise CliError(f"{path}:{n}: not a JSON event: {err}") from None
-            if not isinstance(e, dict) or not isinstance(e.get("evt"), dict):
-                raise CliError(f"{path}:{n}: not a ktrail event (no evt object)")
-            yield e
+        try:
+            yield Trail(f, reporter, strict=strict), reporter
+        except BadLine as e:
+            raise CliError(f"{path}:{e.number}: {e.why} (--strict)", code=EXIT_ERROR) \
+                from None
+        except OSError as e:  # EIO, or a directory (read() fails, open() does not)
+            raise CliError(f"{path}: {e.strerror}") from None
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -124,22 +151,26 @@ def replay(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     n = 0
     batch: list[dict[str, Any]] = []
-    for e in _trail(args.trail):
-        batch.append(e)
-        if len(batch) >= 1024:
-            for a in engine.process(batch):
-                out.write(dumps(a) + b"\n")
-            batch.clear()
-        n += 1
-    for a in engine.process(batch):
-        out.write(dumps(a) + b"\n")
-    print(f"ktrail: {n} events replayed, {engine.alerts_total} alerts", file=sys.stderr)
+    with _trail(args.trail, args.strict) as (trail, reporter):
+        for e in trail:
+            batch.append(e)
+            if len(batch) >= 1024:
+                for a in engine.process(batch):
+                    out.write(dumps(a) + b"\n")
+                batch.clear()
+            n += 1
+        for a in engine.process(batch):
+            out.write(dumps(a) + b"\n")
+        bad = reporter.finish(trail)
+    print(f"ktrail: {n} events replayed, {engine.alerts_total} alerts{bad}", file=sys.stderr)
     return 0
 
 
 def profile(args: argparse.Namespace) -> int:
     engine = Engine(load_rules(args.rules), profile=True)
-    events = list(_trail(args.trail))
+    with _trail(args.trail, strict=False) as (trail, reporter):
+        events = list(trail)
+        reporter.finish(trail)
     t0 = time.perf_counter()
     engine.process(events)
     dt = time.perf_counter() - t0

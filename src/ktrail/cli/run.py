@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import signal
 import sys
 from collections import Counter
 
-from ktrail.cli.errors import EXIT_ERROR, CliError
+from ktrail.cli.errors import EXIT_ERROR, CliError, check_range
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
 from ktrail.config import load as load_config
@@ -18,7 +19,13 @@ from ktrail.engine.pipeline import RunOptions
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
 from ktrail.loader.profiles import PROFILES
-from ktrail.loader.sensor import MIN_RING_BYTES, SensorConfig, SensorError
+from ktrail.loader.sensor import (
+    MAX_RING_BYTES,
+    MIN_RING_BYTES,
+    SensorConfig,
+    SensorError,
+    ring_size,
+)
 from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.output.formats import FORMATS, make_format
 from ktrail.output.target import RotatingFile, Stream, Target
@@ -27,11 +34,18 @@ from ktrail.sinks.output import EventFilter, OutputSink
 from ktrail.sinks.store import StoreProcess
 from ktrail.sources.ringbuf import DEFAULT_READER, READERS
 from ktrail.store import DEFAULT_PATH as DEFAULT_STORE
-from ktrail.store import StoreError
+from ktrail.store import MIN_STORE_BYTES, StoreError
 from ktrail.store.retention import Retention
-from ktrail.units import SizeSyntaxError, TimeSyntaxError, parse_duration, parse_size
+from ktrail.units import (
+    ID_MAX,
+    PID_MAX_LIMIT,
+    SizeSyntaxError,
+    TimeSyntaxError,
+    parse_duration,
+    parse_size,
+)
 
-MIN_STORE_BYTES = 4 << 20
+MAX_ROTATE_KEEP = 1000  # rotation renames each kept file in turn
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -172,12 +186,22 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--stats-interval must be 0 or more seconds, not {args.stats_interval}")
     if args.max_procs < 1:
         raise CliError("--max-procs must be at least 1")
+    # More entries than the kernel can have pids is no bound at all.
+    check_range("--max-procs", args.max_procs, 1, PID_MAX_LIMIT)
     if args.rotate_keep < 0:
         raise CliError("--rotate-keep must be 0 or more")
+    check_range("--rotate-keep", args.rotate_keep, 0, MAX_ROTATE_KEEP)
+    for pid in args.pid:
+        check_range("--pid", pid, 1, PID_MAX_LIMIT)
+    for uid in args.uid:
+        check_range("--uid", uid, 0, ID_MAX)
     ring = _size(args.ring_size, "--ring-size")
     if ring < MIN_RING_BYTES:
         raise CliError(f"--ring-size must be at least {MIN_RING_BYTES >> 10}K, so that the "
                        "largest record (an exec with full argv) always fits")
+    if ring > MAX_RING_BYTES:
+        raise CliError(f"--ring-size {args.ring_size}: the kernel's ring buffer holds at most "
+                       f"{MAX_RING_BYTES >> 30}G (a power of two that fits 32 bits)")
     rotate_bytes = _size(args.rotate_size, "--rotate-size")
     store_opts = _store_options(args, config)
     detector = None
@@ -237,7 +261,12 @@ def run(args: argparse.Namespace) -> int:
         output.close()
         if store is not None:
             store.close()
-        raise CliError(f"the sensor failed to start: {e}") from None
+        hint = ""
+        if e.errno in (errno.ENOMEM, errno.E2BIG):
+            # The ring is the largest allocation by far: name the option.
+            hint = (f" (--ring-size {args.ring_size} asks the kernel for "
+                    f"{ring_size(ring) >> 20} MiB of kernel memory; try a smaller one)")
+        raise CliError(f"the sensor failed to start: {e}{hint}") from None
 
     try:
         pipeline = built.pipeline
@@ -271,8 +300,15 @@ def run(args: argparse.Namespace) -> int:
         if final["store"] is not None:
             st = final["store"]
             stored = f", {st['written']} stored"
-            if st["shed"] or st["failed"]:
-                stored += f" ({st['shed'] + st['failed']} not stored: see stats.store)"
+            # `written` counts only what is still on disk: a deleted store
+            # file's events are `deleted`.
+            missing = st["shed"] + st["failed"] + st.get("deleted", 0)
+            if missing:
+                stored += f" ({missing} not stored: see stats.store)"
+            if st.get("tamper"):
+                stored += (f"; the store file was deleted, moved or replaced under the sensor "
+                           f"(tamper: {st['tamper']}, {st['deleted']} stored events gone with "
+                           "it)")
         det = final.get("detection")
         alerts = "" if det is None else f", {det['alerts']} alerts"
         # With --alerts-only the output has only alerts: "0 written" would read as a fault.

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sqlite3
 import sys
 from typing import Any
 
 import orjson
 
-from ktrail.cli.errors import EXIT_ERROR, CliError
+from ktrail.cli.errors import EXIT_ERROR, CliError, check_range
 from ktrail.cli.query import add_store_option, store_path
 from ktrail.store import StoreError
 from ktrail.store.query import prepare
-from ktrail.store.schema import open_reader
+from ktrail.store.schema import open_reader, read_error
 from ktrail.store.tree import Node, Tree, TreeError, build, resolve
 from ktrail.units import to_rfc3339
+
+MAX_COUNT = 1_000_000  # --events, --max-nodes: more would not fit on a screen anyway
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def tree(args: argparse.Namespace) -> int:
     if args.events < 0 or args.max_nodes < 1:
         raise CliError("--events must be 0 or more and --max-nodes at least 1")
+    check_range("--events", args.events, 0, MAX_COUNT)
+    check_range("--max-nodes", args.max_nodes, 1, MAX_COUNT)
     path = store_path(args)
     try:
         conn = open_reader(path)
@@ -52,6 +57,9 @@ def tree(args: argparse.Namespace) -> int:
         t = build(conn, boot, exec_id, max_nodes=args.max_nodes, max_events=args.events)
     except TreeError as e:
         raise CliError(str(e), code=EXIT_ERROR) from None
+    except (sqlite3.Error, orjson.JSONDecodeError) as e:
+        # The file opened as a ktrail store, but reading it failed.
+        raise CliError(str(read_error(path, e))) from None
     finally:
         conn.close()
     if args.format == "json":

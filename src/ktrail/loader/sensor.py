@@ -32,10 +32,17 @@ from ktrail.loader.watch import WatchSet
 
 # Several of the largest records (exec: ~8 KiB) must fit at once.
 MIN_RING_BYTES = 64 << 10
+# The ring's size is the map's max_entries: a 32-bit power of two.
+MAX_RING_BYTES = 1 << 31
 
 
 class SensorError(RuntimeError):
-    """The sensor cannot start; the message says why, for the operator."""
+    """The sensor cannot start; the message says why, for the operator.
+    `errno` is the kernel's answer when it refused something."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass
@@ -176,7 +183,7 @@ def make_plan(events: frozenset[str], has: Callable[[str], bool] = features.has,
     return plan
 
 
-def _ring_size(nbytes: int) -> int:
+def ring_size(nbytes: int) -> int:
     # The kernel wants a power of two, at least one page.
     size = 4096
     while size < nbytes:
@@ -208,7 +215,7 @@ class Sensor:
             raise SensorError(
                 "; ".join(f"{name}: {why}" for name, why in self.plan.missing.items())
             )
-        self.ring_bytes = _ring_size(config.ring_bytes)
+        self.ring_bytes = ring_size(config.ring_bytes)
         self._obj: libbpf.Object | None = None
         self._links: list[libbpf.Link] = []
         self._ncpus = 0
@@ -276,7 +283,7 @@ class Sensor:
             self.close()
             excerpt = libbpf.log_excerpt(e.log)
             detail = f"\n{excerpt}" if excerpt else ""
-            raise SensorError(f"{e.strerror}{detail}") from e
+            raise SensorError(f"{e.strerror}{detail}", errno=e.errno) from e
 
     @property
     def attached(self) -> list[str]:

@@ -184,14 +184,16 @@ class StoreProcess:
             # not stored (some of it may have been committed after its last report).
             last = self._latest or {}
             self.unconfirmed = max(0, self.submitted - last.get("written", 0)
-                                   - last.get("shed", 0) - last.get("failed", 0))
+                                   - last.get("shed", 0) - last.get("failed", 0)
+                                   - last.get("deleted", 0))
             print(f"ktrail: error: {self.error}; stopping", file=self.warn, flush=True)
 
     def stats(self) -> dict[str, Any] | None:
         self._poll()
         st = dict(self._latest or {
             "path": self.path, "written": 0, "alerts": 0, "shed": 0, "shed_alerts": 0,
-            "failed": 0, "errors": 0, "last_error": None, "batches": 0, "pending": 0})
+            "failed": 0, "deleted": 0, "deleted_alerts": 0, "tamper": 0, "reopened": 0,
+            "errors": 0, "last_error": None, "batches": 0, "pending": 0})
         st["shed"] += self.shed
         st["shed_alerts"] += self.shed_alerts
         st["failed"] += self.failed + self.unconfirmed

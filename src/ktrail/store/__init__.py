@@ -14,5 +14,7 @@ docs/store.md describes it for users.
 from ktrail.store.schema import StoreError
 
 DEFAULT_PATH = "/var/lib/ktrail/trail.db"
+# Below this, retention would delete nearly everything at every pass.
+MIN_STORE_BYTES = 4 << 20
 
-__all__ = ["DEFAULT_PATH", "StoreError"]
+__all__ = ["DEFAULT_PATH", "MIN_STORE_BYTES", "StoreError"]

@@ -10,11 +10,12 @@ refused. Two SQL functions help with times: rfc3339(ns) and ns(text)
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ktrail.units import TimeSyntaxError, parse_when, to_rfc3339
+from ktrail.units import MAX_NS, MIN_NS, TimeSyntaxError, parse_when, to_rfc3339
 
 EVENT_COLUMNS = ("id", "time", "type", "pid", "exec_id", "exe", "uid", "user", "container",
                  "path", "addr", "port")
@@ -44,11 +45,33 @@ class QueryError(ValueError):
     """Bad input to a query (filters, SQL); the message is for the user."""
 
 
-class ReadOnly:
-    """The authorizer: SELECT and reading only; remembers what it refused."""
+class CorruptStore(QueryError):
+    """The file broke under a query: a corrupt page, not the query's fault."""
 
-    def __init__(self) -> None:
+
+class ReadOnly:
+    """The authorizer: SELECT and reading only; remembers what it refused.
+    It also keeps the time limit of the running statement (`timeout_s`;
+    None: none), checked by SQLite's progress handler."""
+
+    def __init__(self, timeout_s: float | None = None) -> None:
         self.refused: str | None = None
+        self.timeout_s = timeout_s
+        self.deadline: float | None = None
+        self.timed_out = False
+
+    def start(self) -> None:
+        self.refused = None
+        self.timed_out = False
+        self.deadline = None if not self.timeout_s else time.monotonic() + self.timeout_s
+
+    def progress(self) -> int:
+        """Nonzero stops the statement: a recursive CTE, a cross join of
+        big tables, or a LIKE over every row must not run for ever."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out = True
+            return 1
+        return 0
 
     def __call__(self, action: int, arg1: str | None, arg2: str | None,
                  db: str | None, source: str | None) -> int:
@@ -65,7 +88,10 @@ class ReadOnly:
 
 
 def _rfc3339(ns: Any) -> str | None:
-    return to_rfc3339(int(ns)) if isinstance(ns, int | float) else None
+    # NULL, like SQLite's own date functions, for what is not a time.
+    if not isinstance(ns, int | float) or not MIN_NS <= ns <= MAX_NS:
+        return None
+    return to_rfc3339(int(ns))
 
 
 def _ns(text: Any) -> int | None:
@@ -75,19 +101,35 @@ def _ns(text: Any) -> int | None:
         return None
 
 
-def prepare(conn: sqlite3.Connection) -> ReadOnly:
-    """Installs the read-only authorizer and the time functions."""
+# SQLite calls the progress handler every this many virtual machine steps:
+# about a millisecond of work, so the check costs nothing measurable.
+PROGRESS_STEPS = 10_000
+
+
+def prepare(conn: sqlite3.Connection, timeout_s: float | None = None) -> ReadOnly:
+    """Installs the read-only authorizer, the time limit of each statement
+    (None: no limit) and the time functions."""
     conn.create_function("rfc3339", 1, _rfc3339, deterministic=True)
     conn.create_function("ns", 1, _ns)
-    guard = ReadOnly()
+    guard = ReadOnly(timeout_s)
     conn.set_authorizer(guard)
+    conn.set_progress_handler(guard.progress, PROGRESS_STEPS)
     return guard
+
+
+def _failed(guard: ReadOnly, e: sqlite3.Error) -> QueryError:
+    if guard.timed_out:
+        return QueryError(f"the query ran longer than its time limit of {guard.timeout_s:g} s "
+                          "and was stopped (--timeout SECONDS allows more; 0: no limit)")
+    if getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptStore(f"the store file is corrupt ({e}); move it away")
+    return QueryError(f"SQL: {e}")
 
 
 def run_sql(conn: sqlite3.Connection, guard: ReadOnly, sql: str,
             params: tuple | list = ()) -> tuple[list[str], Iterator[tuple]]:
     """Runs one statement; -> (column names, rows). QueryError on any mistake."""
-    guard.refused = None
+    guard.start()
     try:
         cur = conn.execute(sql, params)
     except sqlite3.Warning as e:  # "You can only execute one statement at a time."
@@ -99,7 +141,7 @@ def run_sql(conn: sqlite3.Connection, guard: ReadOnly, sql: str,
         text = str(e)
         if "readonly" in text or "read-only" in text:
             raise QueryError(f"the store is read-only here: {text}") from None
-        raise QueryError(f"SQL: {text}") from None
+        raise _failed(guard, e) from None
     names = [d[0] for d in cur.description] if cur.description else []
     return names, _rows(cur, guard)
 
@@ -108,7 +150,7 @@ def _rows(cur: sqlite3.Cursor, guard: ReadOnly) -> Iterator[tuple]:
     try:
         yield from cur
     except sqlite3.Error as e:  # errors can surface while stepping through rows
-        raise QueryError(f"SQL: {e}") from None
+        raise _failed(guard, e) from None
 
 
 @dataclass
@@ -175,8 +217,10 @@ def build(f: Filters) -> tuple[str, list[Any], tuple[str, ...]]:
     if f.users:
         terms = []
         for u in f.users:
-            terms.append("uid = ?" if u.isdigit() else "user = ?")
-            params.append(int(u) if u.isdigit() else u)
+            # isdigit() alone takes '²', which int() refuses.
+            uid = u.isascii() and u.isdigit()
+            terms.append("uid = ?" if uid else "user = ?")
+            params.append(int(u) if uid else u)
         where.append("(" + " OR ".join(terms) + ")")
     sql = f"SELECT {', '.join(columns)}, json FROM {table}"
     if where:

@@ -160,6 +160,21 @@ def _describe(e: sqlite3.Error) -> str:
     return text
 
 
+def read_error(path: str, e: Exception) -> StoreError:
+    """What to tell the user when reading a store that opened fails: a page
+    is corrupt (truncated file, overwritten bytes), a table is missing, or a
+    stored JSON text does not parse."""
+    if isinstance(e, sqlite3.Error):
+        text = str(e)
+        if text.startswith(("no such table", "no such column")):
+            what = f"not a complete ktrail store ({text})"
+        else:
+            what = _describe(e)
+    else:
+        what = f"the file is corrupt (a stored event does not parse: {e})"
+    return StoreError(f"store {path}: {what}; move it away or choose another --store PATH")
+
+
 def check_header(path: str) -> bool:
     """True when `path` holds data (False: missing or empty, a new store).
     Raises StoreError when it is not an SQLite database at all."""

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ktrail.events.registry import summary
-from ktrail.units import to_rfc3339
+from ktrail.units import PID_MAX_LIMIT, to_rfc3339
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # Shown by the tree's shape, not as events.
@@ -96,9 +96,11 @@ def resolve(conn: sqlite3.Connection, target: str) -> tuple[int, str]:
             raise TreeError(f"no process {t} in the store")
         mine = [r for r in rows if r[0] == here]
         return (mine or rows)[0][0], t  # this boot's, else the latest boot's
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()):
         raise TreeError(f"{target!r} is neither an exec_id (PID:START, as in proc.exec_id) "
                         "nor a pid")
+    if not 0 < int(t) <= PID_MAX_LIMIT:
+        raise TreeError(f"pid {t} is out of range (Linux pids are 1 to {PID_MAX_LIMIT})")
     rows = conn.execute(_select("pid = ? ORDER BY boot DESC, start_time DESC"),
                         (int(t),)).fetchall()
     if not rows:

@@ -12,6 +12,13 @@ Write errors never reach the run loop: a full disk, an I/O error or a
 corrupt page is reported once on stderr, the batch is counted as `failed`,
 and the next batches are tried again (a corrupt file stops the store for the
 rest of the run). Nothing that was committed is lost by a crash or kill -9.
+
+The file can be deleted or replaced under the writer (rm, mv): SQLite would
+go on writing to the unlinked inode, and the trail would vanish at exit.
+About once a second the writer compares its open file with what the path
+names; when they differ it says so (a tamper signal), counts the events
+that went with a deleted file as `deleted` rather than `written`, and opens
+a new store at the path, so that the trail goes on.
 """
 
 from __future__ import annotations
@@ -67,25 +74,16 @@ class StoreWriter:
     def __init__(self, path: str, retention: Retention | None = None,
                  max_pending: int = 32768, warn: TextIO = sys.stderr,
                  max_transaction: int = 8192, linger_s: float = 0.2,
-                 housekeeping_s: float = 1.0) -> None:
+                 housekeeping_s: float = 1.0, file_check_s: float = 1.0) -> None:
         self.path = path
         self.retention = retention or Retention()
         self.max_pending = max_pending
         self.max_transaction = max_transaction
         self.linger_s = linger_s
         self.housekeeping_s = housekeeping_s
+        self.file_check_s = file_check_s
         self.warn = warn
-        self.conn, self._lock_fd = open_writer(path)
-        try:
-            self.boot, self.booted_ns = self._register_boot()
-            next_ctx = self.conn.execute(
-                "SELECT coalesce(max(id), 0) + 1 FROM contexts").fetchone()[0]
-        except sqlite3.Error as e:
-            self._close_files()
-            what = _error_kind(e)[0]
-            raise StoreError(f"store {path}: cannot write: {what}",
-                             disk_full=what == "disk full") from None
-        self.rows = RowBuilder(self.boot, next_ctx)
+        self._open()
         self._cv = threading.Condition()
         self._queue: deque[Item] = deque()
         self._pending = 0
@@ -104,10 +102,37 @@ class StoreWriter:
         self.rows_s = 0.0  # time spent building rows, and in SQLite
         self.sql_s = 0.0
         self.last_error: str | None = None
+        # The file deleted or replaced under the writer: how often, and what
+        # was committed to a deleted file (gone with it, not `written`).
+        self.tamper = 0
+        self.reopened = 0
+        self.deleted = 0
+        self.deleted_alerts = 0
         self._broken: str | None = None
         self._warned: set[str] = set()
         self._failing = False
         self._next_retention = 0.0
+        self._next_file_check = time.monotonic() + file_check_s
+
+    def _open(self) -> None:
+        """Opens the store file (creating it and its schema if needed), and
+        remembers which file it is."""
+        path = self.path
+        self.conn, self._lock_fd = open_writer(path)
+        try:
+            self.boot, self.booted_ns = self._register_boot()
+            next_ctx = self.conn.execute(
+                "SELECT coalesce(max(id), 0) + 1 FROM contexts").fetchone()[0]
+        except sqlite3.Error as e:
+            self._close_files()
+            what = _error_kind(e)[0]
+            raise StoreError(f"store {path}: cannot write: {what}",
+                             disk_full=what == "disk full") from None
+        st = os.fstat(self._lock_fd)
+        self._file = (st.st_dev, st.st_ino)
+        self._written_here = 0   # events and alerts committed to this file
+        self._alerts_here = 0
+        self.rows = RowBuilder(self.boot, next_ctx)
 
     # ---- the run loop's side ------------------------------------------------
 
@@ -199,6 +224,9 @@ class StoreWriter:
                       f"{self._pending} queued events are not stored", file=self.warn,
                       flush=True)
                 return
+        if self._broken is None:
+            # A deletion in the last second must not be reported as stored.
+            self._check_file(reopen=False)
         self._close_files()
         self._closed = True
 
@@ -214,6 +242,10 @@ class StoreWriter:
             "shed": self.shed,
             "shed_alerts": self.shed_alerts,
             "failed": self.failed,
+            "deleted": self.deleted,
+            "deleted_alerts": self.deleted_alerts,
+            "tamper": self.tamper,
+            "reopened": self.reopened,
             "errors": self.errors,
             "last_error": self.last_error,
             "batches": self.transactions,
@@ -308,6 +340,8 @@ class StoreWriter:
             return
         self.written += n_events
         self.alerts_written += n_alerts
+        self._written_here += n_events
+        self._alerts_here += n_alerts
         self.transactions += 1
         if self._failing:
             self._failing = False
@@ -317,6 +351,9 @@ class StoreWriter:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        if self._broken is None and now >= self._next_file_check:
+            self._next_file_check = now + self.file_check_s
+            self._check_file()
         if self._broken is not None or now < self._next_retention:
             return
         self._next_retention = now + self.retention.interval_s
@@ -327,6 +364,71 @@ class StoreWriter:
                 self.rows.contexts.clear()  # none may point at a deleted row
         except Exception as e:  # retention rolled its transaction back
             self._report(e, 0)
+
+    def _check_file(self, reopen: bool = True) -> None:
+        """Is the path still the file being written? If it was deleted (no
+        links left) or the path now names another file, or nothing: warn,
+        count, and open a new store at the path (`reopen`)."""
+        try:
+            mine = os.fstat(self._lock_fd)
+        except OSError:
+            return
+        try:
+            st = os.stat(self.path)
+            there: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            there = None
+        except OSError:
+            return  # cannot tell (a directory made unreadable): nothing to act on
+        if there == self._file and mine.st_nlink > 0:
+            return
+        self.tamper += 1
+        gone = mine.st_nlink == 0
+        if gone:
+            # Committed to a file no name reaches: gone with it.
+            lost, lost_alerts = self._written_here, self._alerts_here
+            self.written -= lost
+            self.alerts_written -= lost_alerts
+            self.deleted += lost
+            self.deleted_alerts += lost_alerts
+            also = " and the path given to another file" if there else ""
+            alerts = f" and {lost_alerts} alerts" if lost_alerts else ""
+            what = (f"the file was deleted{also} while the sensor was writing it: the {lost} "
+                    f"events{alerts} stored in it are gone")
+        else:
+            what = ("the file was moved away or renamed (its events are still in it, under "
+                    "its new name)" if there is None else
+                    "the path was given to another file (the one written so far is still "
+                    "linked elsewhere)")
+        self.last_error = "store file deleted" if gone else "store file moved or replaced"
+        then = "The sensor is stopping"
+        if reopen:
+            then = self._reopen()
+        # Each time, up to a point (the counters say the rest); the store
+        # going off is always said.
+        if self.tamper <= 10 or self._broken is not None:
+            print(f"ktrail: warning: store {self.path}: {what}. This may be tampering. {then}; "
+                  "counted in stats.store.tamper and stats.store.deleted.", file=self.warn,
+                  flush=True)
+
+    def _reopen(self) -> str:
+        """A new store at the path, after the old file went; -> what happened."""
+        # Empty the -wal into the old file first: SQLite leaves the WAL of a
+        # moved file at the old name, and a new store there would replay it.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.rows.forget()
+        self._close_files()
+        try:
+            self._open()
+        except StoreError as e:
+            self._broken = "cannot open a new store file"
+            self.last_error = self._broken
+            self._warned.add("broken")
+            return (f"No new store can be opened there ({e}); the store is off for the rest "
+                    "of this run (the output stream goes on)")
+        self.reopened += 1
+        return "A new store is created at the path and the trail goes on"
 
     def _report(self, e: BaseException, lost: int) -> None:
         what, can_go_on = _error_kind(e)
@@ -366,5 +468,9 @@ class StoreWriter:
     def _close_files(self) -> None:
         try:
             self.conn.close()
+        except sqlite3.Error:
+            pass  # a file deleted under it: nothing left to keep
         finally:
-            os.close(self._lock_fd)
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
