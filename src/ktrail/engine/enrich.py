@@ -19,6 +19,8 @@ from ktrail.events.model import Objects
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name, signal_name
 from ktrail.process import Process, ProcessTable, make_exec_id
+from ktrail.strings import B64, COUNTS, b64, exact, for_json
+from ktrail.strings import text as valid_text
 from ktrail.units import Clock, ticks
 
 Event = dict[str, Any]
@@ -57,7 +59,8 @@ _COMMS: dict[bytes, str] = {}
 
 def _cstr(b: bytes) -> str:
     """A fixed-size C string field (comm): stop at the first NUL (bytes after it
-    are stale). Cached: a host has few distinct comms, each seen per event."""
+    are stale). Cached: a host has few distinct comms, each seen per event.
+    Lossless (ktrail.strings): the process table keeps the exact bytes."""
     s = _COMMS.get(b)
     if s is None:
         if len(_COMMS) >= 4096:  # bounded; refilled from the next events
@@ -180,9 +183,10 @@ class Enricher:
             "retval": retval,
             "error": errno_name(-retval) if retval < 0 else None,
         }
-        ev = self._base("exec", r, proc)
-        ev["exec"] = exec_
         exec_["kernel_spawned"] = bool(flags & _KERNEL_SPAWNED)
+        ev = self._base("exec", r, proc)
+        # Strings not UTF-8: U+FFFD in the text, the exact bytes in `_b64` siblings.
+        ev["exec"] = for_json(exec_)
         auid = r[_X["auid"]]
         # Its own user object: the shared one has no effective ids.
         ev["user"] = {**ev["user"], "euid": r[_X["euid"]], "egid": r[_X["egid"]],
@@ -222,8 +226,11 @@ class Enricher:
     def _usermode_helper(self, exec_ev: Event) -> Event:
         ev = {k: v for k, v in exec_ev.items() if k != "exec"}
         ev["evt"] = {**exec_ev["evt"], "type": "usermode_helper"}
-        ev["usermode_helper"] = {"exe": exec_ev["exec"]["filename"],
-                                 "args": exec_ev["exec"]["args"]}
+        x = exec_ev["exec"]
+        helper = ev["usermode_helper"] = {"exe": x["filename"], "args": x["args"]}
+        for mine, theirs in (("exe", "filename"), ("args", "args")):
+            if theirs + B64 in x:
+                helper[mine + B64] = x[theirs + B64]
         return ev
 
     def _target(self, obj: dict[str, Any]) -> None:
@@ -243,12 +250,17 @@ class Enricher:
             # Named from the process table: not shared between events.
             objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
             self._target(objs[name])
+            objs = for_json(objs)
         else:
             key = (name, syscall, flags, tail, *args, *lens, *kinds)
             objs = self._memo.get(key)
             if objs is None:
-                objs = self._memo[key] = model.decode(
-                    how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
+                seen = COUNTS.undecodable
+                objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags,
+                                    syscall)
+                if COUNTS.undecodable != seen:  # a string was not UTF-8: made JSON-safe
+                    objs = for_json(objs)
+                self._memo[key] = objs
         ev = self._base(name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]
@@ -298,7 +310,8 @@ class Enricher:
         }
         container = None if not p.container_id else {
             "id": p.container_id[:12], "full_id": p.container_id}
-        c = self._contexts[p.exec_id] = _Context(ctx, container)
+        # The table keeps exact bytes; the event gets valid text and `_b64` siblings.
+        c = self._contexts[p.exec_id] = _Context(for_json(ctx), container)
         if len(self._contexts) > self.max_contexts:
             self._contexts.popitem(last=False)
             self.context_evictions += 1
@@ -331,8 +344,14 @@ class Enricher:
         key = (r[PID], r[TID], r[PPID], r[COMM], r[UID], r[GID])
         proc = c.proc
         if c.key != key:
-            proc = {"pid": key[0], "tid": key[1], "ppid": key[2], "comm": _cstr(key[3]),
-                    "uid": key[4], "gid": key[5]}
+            comm = _cstr(key[3])
+            if exact(comm):
+                proc = {"pid": key[0], "tid": key[1], "ppid": key[2], "comm": comm,
+                        "uid": key[4], "gid": key[5]}
+            else:  # a comm not UTF-8 (or cut inside a character at 15 bytes)
+                proc = {"pid": key[0], "tid": key[1], "ppid": key[2],
+                        "comm": valid_text(comm), "comm" + B64: b64(comm),
+                        "uid": key[4], "gid": key[5]}
             proc.update(c.fields)
             c.key, c.proc = key, proc
         user = self._users.get(key[4])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ktrail.events.values import open_flags, signed64
+from ktrail.strings import decode as decode_text
 
 Event = dict[str, Any]
 Objects = dict[str, dict[str, Any]]
@@ -138,7 +139,9 @@ UTIME_OMIT = (1 << 30) - 2
 
 
 def text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    # Lossless: undecodable bytes survive joins and reach the event as
+    # U+FFFD plus a `_b64` sibling with the exact bytes (ktrail.strings).
+    return decode_text(b)
 
 
 _USER, _DPATH, _BYTES = int(StrKind.USER), int(StrKind.DPATH), int(StrKind.BYTES)

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 from ktrail.events.registry import summary
+from ktrail.strings import for_json
 from ktrail.units import Time, rfc3339
 
 Event = dict[str, Any]
@@ -26,11 +27,27 @@ def _plain(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON")
 
 
-# The JSON of an event, alert or record, times as RFC 3339: the one place
-# where a Time becomes text. Everything that writes events uses it. (A
-# partial, not a def: called from C, no Python frame per event.)
-dumps: Callable[[Any], bytes] = functools.partial(
+# The JSON of an event, alert or record, times as RFC 3339. (A partial, not
+# a def: called from C, no Python frame per event.) It refuses a string that
+# holds undecodable bytes (lone surrogates, ktrail.strings): see dumps().
+_dumps: Callable[[Any], bytes] = functools.partial(
     orjson.dumps, default=_plain, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def dumps(o: Any) -> bytes:
+    """The JSON of an event, alert or record, times as RFC 3339: the one place
+    where a Time becomes text. Everything that writes events uses it.
+
+    The enricher already gives undecodable bytes as U+FFFD with a `_b64`
+    sibling; a string that still holds them (a record of the sensor's own,
+    a rule's output) is made so here rather than failing the batch."""
+    try:
+        return _dumps(o)
+    except TypeError:
+        safe = for_json(o)
+        if safe is o:
+            raise  # not a string's fault
+        return _dumps(safe)
 
 
 class Format(Protocol):
@@ -45,19 +62,21 @@ def json_lines(events: list[Event]) -> list[bytes]:
     seen: dict[int, Any] = {}  # id(proc) -> None (seen once) or its fragment
     out = []
     append = out.append
+    fast = _dumps
     for e in events:
         p = e.get("proc")
-        if p is None:
+        if p is not None:
+            f = seen.get(id(p), False)
+            if f is False:  # first sight: encoded with the event
+                seen[id(p)] = None
+            else:
+                if f is None:
+                    f = seen[id(p)] = fragment(dumps(p))
+                e = {**e, "proc": f}
+        try:
+            append(fast(e))
+        except TypeError:  # the rare string dumps() has to make valid first
             append(dumps(e))
-            continue
-        f = seen.get(id(p), False)
-        if f is False:  # first sight: encoded with the event
-            seen[id(p)] = None
-            append(dumps(e))
-            continue
-        if f is None:
-            f = seen[id(p)] = fragment(dumps(p))
-        append(dumps({**e, "proc": f}))
     return out
 
 
