@@ -8,6 +8,7 @@ import sys
 from ktrail import __version__
 from ktrail.cli import doctor, query, rules, run, tree
 from ktrail.cli.errors import EXIT_ENV, CliError
+from ktrail.strings import printable
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as e:
-        print(f"ktrail: error: {e}", file=sys.stderr)
+        # One line whatever it quotes (a path, a line of a file): escaped.
+        print(f"ktrail: error: {printable(str(e))}", file=sys.stderr)
         return e.code
     except BrokenPipeError:
         # `ktrail run | head`: the reader went away; that is not an error.

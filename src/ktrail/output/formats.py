@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 from ktrail.events.registry import summary
-from ktrail.strings import for_json
+from ktrail.strings import for_json, printable
 from ktrail.units import Time, rfc3339
 
 Event = dict[str, Any]
@@ -96,7 +96,12 @@ _COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}
 
 
 class Text:
-    """Aligned one-line summaries for a person at a terminal."""
+    """Aligned one-line summaries for a person at a terminal.
+
+    Every piece of event data goes through `printable` before it is painted:
+    a name or argument holding a newline, ESC or a bidi override cannot forge
+    a line, move the cursor or retitle the terminal. Only the colour codes
+    added here reach the terminal raw."""
 
     def __init__(self, color: bool = False) -> None:
         self.color = color
@@ -108,7 +113,8 @@ class Text:
         evt = e["evt"]
         etype = evt["type"]
         if etype == "stats":
-            return self._paint(_COLORS["stats"], "stats  " + stats_summary(e["stats"]))
+            return self._paint(_COLORS["stats"],
+                               "stats  " + printable(stats_summary(e["stats"])))
         if etype == "alert":
             return self.alert(e)
         proc, user = e["proc"], e.get("user") or {}
@@ -116,11 +122,12 @@ class Text:
         parent = proc.get("parent") or {}
         if parent.get("comm"):
             who += f" < {parent['comm']}({parent.get('pid')})"
-        uname = user.get("name") or user.get("uid")
-        head = f"{str(evt['time'])[11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
-        detail = summary(e)
+        uname = printable(str(user.get("name") or user.get("uid")))
+        shown = printable(str(etype))
+        head = f"{printable(str(evt['time'])[11:26])} " \
+               f"{self._paint(_COLORS.get(etype, '0'), f'{shown:<5}')}"
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
-        return f"{head} {uname:<8} {who}{cont}  {detail}"
+        return f"{head} {uname:<8} {printable(who + cont)}  {printable(summary(e))}"
 
     def alert(self, e: Event) -> str:
         """Alerts stand out: bold red (or ALERT markers without colour),
@@ -130,9 +137,12 @@ class Text:
         chain = [f"{proc.get('comm')}({proc.get('pid')})"] + [
             f"{p.get('comm') or p.get('exe')}({p.get('pid')})"
             for p in (proc.get("ancestors") or [])]
-        head = f"{str(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} {a['rule']}"
-        tags = f" [{', '.join(a['mitre'])}]" if a.get("mitre") else ""
-        text = f"{head}{tags}\n    {a['output']}\n    process: {' < '.join(chain)}"
+        head = printable(f"{str(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} "
+                         f"{a['rule']}")
+        tags = printable(f" [{', '.join(a['mitre'])}]") if a.get("mitre") else ""
+        # Our own line breaks and indent; the rule's text and the chain escaped.
+        text = (f"{head}{tags}\n    {printable(str(a['output']))}\n"
+                f"    process: {printable(' < '.join(chain))}")
         return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"
 
     def encode(self, events: list[Event]) -> bytes:
