@@ -8,6 +8,7 @@ import base64
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -113,3 +114,38 @@ def test_file_names_not_utf8_are_distinct_and_exact_in_json(sensor, tmp_path: Pa
     assert x["exec"]["args"] == ["/bin/true", "caf\ufffd", "\ufffd\ufffd"]
     assert [base64.b64decode(a) for a in x["exec"]["args_b64"]] == args
     assert [base64.b64decode(a) for a in x["proc"]["args_b64"]] == args
+
+
+FAR_FUTURE = r"""
+import ctypes, sys
+class Ts(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+libc = ctypes.CDLL(None, use_errno=True)
+times = (Ts * 2)(Ts(1 << 40, 0), Ts(-(1 << 41), 5))
+libc.utimensat(-100, sys.argv[1].encode(), times, 0)
+"""
+
+
+def test_a_time_past_64_bits_does_not_stop_the_sensor(sensor, tmp_path: Path) -> None:
+    # Found by the decoder fuzz test: utimensat takes any second, and its ns
+    # did not fit a JSON integer. Any user can ask that for a file of theirs.
+    work = Path(tempfile.mkdtemp(prefix="ktrail-h12-", dir="/tmp"))
+    work.chmod(0o777)
+    target = work / "stamp"
+    s = sensor()
+    p = subprocess.Popen([*NOBODY, "/bin/sh", "-c", f': > {target}; exec "$0" -c "$1" {target}',
+                          sys.executable, FAR_FUTURE])
+    assert p.wait(timeout=30) == 0
+    time.sleep(0.5)
+    # Still running, and still auditing: a later event of ours is there.
+    assert s.proc.poll() is None
+    subprocess.run(["/bin/true", "after-the-far-future"], check=True)
+    t = s.stop()
+    target.unlink()
+    work.rmdir()
+    assert t.returncode == 0, t.stderr
+    [u] = [e for e in t.by_pid(p.pid, "utimes") if e["file"]["path"] == str(target)]
+    assert u["file"]["atime"] == str((1 << 40) * 10**9)
+    assert u["file"]["mtime"] == str(-(1 << 41) * 10**9 + 5)
+    assert [e for e in t.of_type("exec") if e["exec"]["args"] == ["/bin/true",
+                                                                  "after-the-far-future"]]

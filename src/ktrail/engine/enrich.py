@@ -9,6 +9,7 @@ ring order, so a child's exec is always applied after its parent's fork.
 from __future__ import annotations
 
 import os
+import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -49,6 +50,12 @@ _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _KERNEL_SPAWNED = int(ExecFlags.KERNEL_SPAWNED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
 _THREAD = int(ForkFlags.THREAD)
+# What a record whose parts contradict each other (a string slot of another
+# kind than its type's decoding reads, a bad length) raises while it is made
+# into an event: such a record is counted as malformed and skipped, never
+# allowed to stop the sensor. Any other exception is a bug and propagates.
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, struct.error,
+              OverflowError)
 
 
 _s = model.text
@@ -118,6 +125,7 @@ class Enricher:
         self._users: dict[int, dict[str, Any]] = {}  # uid -> the `user` object, shared
         self.max_contexts = max_contexts
         self.context_evictions = 0
+        self.malformed = 0  # records refused (see _MALFORMED): stats.reader.refused
         self._memo: dict[tuple, Objects] = {}  # one batch's decoded syscall objects
 
     def process(self, batch: Batch) -> list[Event]:
@@ -138,19 +146,23 @@ class Enricher:
         self._memo.clear()
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
-            if t in decodings:
-                args, lens, kinds = arrays[t]
-                append(self._sys(decodings[t], r, tails[t][i], args[i], lens[i], kinds[i]))
-            elif t == EventType.EXEC:
-                ev = self._exec(r, tails[t][i])
-                if self.exec_events:
-                    append(ev)
-                if ev["exec"]["kernel_spawned"] and self.usermode_helpers:
-                    append(self._usermode_helper(ev))
-            elif t == EventType.FORK:
-                append(self._fork(r))
-            elif t == EventType.EXIT:
-                append(self._exit(r))
+            try:
+                if t in decodings:
+                    args, lens, kinds = arrays[t]
+                    append(self._sys(decodings[t], r, tails[t][i], args[i], lens[i],
+                                     kinds[i]))
+                elif t == EventType.EXEC:
+                    ev = self._exec(r, tails[t][i])
+                    if self.exec_events:
+                        append(ev)
+                    if ev["exec"]["kernel_spawned"] and self.usermode_helpers:
+                        append(self._usermode_helper(ev))
+                elif t == EventType.FORK:
+                    append(self._fork(r))
+                elif t == EventType.EXIT:
+                    append(self._exit(r))
+            except _MALFORMED:
+                self.malformed += 1
         self.count(out)
         return out
 
@@ -219,7 +231,8 @@ class Enricher:
             self.table.on_exit(r[PID], ticks(r[START]), status, r[TS])
         ev = self._base("exit", r, proc)
         st = decode_status(status)
-        st["duration_ns"] = r[TS] - r[START]
+        # Null when the record's times contradict each other (never from a sane kernel).
+        st["duration_ns"] = r[TS] - r[START] if r[TS] >= r[START] else None
         ev["exit"] = st
         return ev
 
