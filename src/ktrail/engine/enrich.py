@@ -198,7 +198,7 @@ class Enricher:
         exec_["kernel_spawned"] = bool(flags & _KERNEL_SPAWNED)
         ev = self._base("exec", r, proc)
         # Strings not UTF-8: U+FFFD in the text, the exact bytes in `_b64` siblings.
-        ev["exec"] = for_json(exec_)
+        ev["exec"] = for_json(exec_) if COUNTS.undecodable else exec_
         auid = r[_X["auid"]]
         # Its own user object: the shared one has no effective ids.
         ev["user"] = {**ev["user"], "euid": r[_X["euid"]], "egid": r[_X["egid"]],
@@ -263,7 +263,8 @@ class Enricher:
             # Named from the process table: not shared between events.
             objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
             self._target(objs[name])
-            objs = for_json(objs)
+            if COUNTS.undecodable:
+                objs = for_json(objs)
         else:
             key = (name, syscall, flags, tail, *args, *lens, *kinds)
             objs = self._memo.get(key)
@@ -324,7 +325,10 @@ class Enricher:
         container = None if not p.container_id else {
             "id": p.container_id[:12], "full_id": p.container_id}
         # The table keeps exact bytes; the event gets valid text and `_b64` siblings.
-        c = self._contexts[p.exec_id] = _Context(for_json(ctx), container)
+        # (Until a string that is not UTF-8 has been seen, none can be in it.)
+        if COUNTS.undecodable:
+            ctx = for_json(ctx)
+        c = self._contexts[p.exec_id] = _Context(ctx, container)
         if len(self._contexts) > self.max_contexts:
             self._contexts.popitem(last=False)
             self.context_evictions += 1

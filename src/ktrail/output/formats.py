@@ -122,12 +122,13 @@ class Text:
         parent = proc.get("parent") or {}
         if parent.get("comm"):
             who += f" < {parent['comm']}({parent.get('pid')})"
-        uname = printable(str(user.get("name") or user.get("uid")))
-        shown = printable(str(etype))
+        uname = user.get("name") or user.get("uid")
+        shown = printable(f"{etype:<5}")
         head = f"{printable(str(evt['time'])[11:26])} " \
-               f"{self._paint(_COLORS.get(etype, '0'), f'{shown:<5}')}"
+               f"{self._paint(_COLORS.get(etype, '0'), shown)}"
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
-        return f"{head} {uname:<8} {printable(who + cont)}  {printable(summary(e))}"
+        # One escape pass over everything else, all of it from the event.
+        return f"{head} {printable(f'{uname!s:<8} {who}{cont}  {summary(e)}')}"
 
     def alert(self, e: Event) -> str:
         """Alerts stand out: bold red (or ALERT markers without colour),
