@@ -29,7 +29,7 @@ def run_text_sensor(tmp_path: Path, workload) -> bytes:
     try:
         assert k.stderr is not None
         err = []
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             line = k.stderr.readline().decode()
             err.append(line)
@@ -39,7 +39,7 @@ def run_text_sensor(tmp_path: Path, workload) -> bytes:
         workload()
         time.sleep(0.5)  # the drain timer picks up the last records
         k.send_signal(signal.SIGINT)
-        _, rest = k.communicate(timeout=60)
+        _, rest = k.communicate(timeout=180)  # a loaded machine detaches slowly
         assert k.returncode == 0, "".join(err) + rest.decode()
         assert b"Traceback" not in rest
     finally:
@@ -95,8 +95,8 @@ def test_file_names_not_utf8_are_distinct_and_exact_in_json(sensor, tmp_path: Pa
     args = [b"/bin/true", b"caf\xe9", b"\xff\xfe"]
     # setpriv drops to nobody and becomes /bin/true in place (same pid).
     p = subprocess.Popen([*[a.encode() for a in NOBODY], *args])
-    assert p.wait(timeout=30) == 0
-    t = s.stop()
+    assert p.wait(timeout=120) == 0
+    t = s.stop(timeout=180)
     for name in (real, fake):
         os.unlink(name)
     os.rmdir(d)
@@ -135,12 +135,12 @@ def test_a_time_past_64_bits_does_not_stop_the_sensor(sensor, tmp_path: Path) ->
     s = sensor()
     p = subprocess.Popen([*NOBODY, "/bin/sh", "-c", f': > {target}; exec "$0" -c "$1" {target}',
                           sys.executable, FAR_FUTURE])
-    assert p.wait(timeout=30) == 0
+    assert p.wait(timeout=120) == 0
     time.sleep(0.5)
     # Still running, and still auditing: a later event of ours is there.
     assert s.proc.poll() is None
     subprocess.run(["/bin/true", "after-the-far-future"], check=True)
-    t = s.stop()
+    t = s.stop(timeout=180)
     target.unlink()
     work.rmdir()
     assert t.returncode == 0, t.stderr
