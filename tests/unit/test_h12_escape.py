@@ -141,3 +141,11 @@ def test_tree_escapes_names_args_and_events(tmp_path: Path, run_cli: RunCli) -> 
     # The forged text stays inside its label's line.
     assert not any(line.startswith("09:00:00") for line in out.splitlines())
     assert "tr\\x1b[2Jue(4242)" in out
+
+
+def test_an_error_line_quoting_a_path_escapes_it(tmp_path: Path, run_cli: RunCli) -> None:
+    bad = tmp_path / "no\x1b[2Jsuch\nktrail: error: forged" / "trail.db"
+    code, _, err = run_cli(["query", "--store", str(bad), "--type", "exec"])
+    assert code != 0
+    assert "\x1b" not in err and len(err.splitlines()) == 1
+    assert "no\\x1b[2Jsuch\\nktrail: error: forged" in err

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         # One line whatever it quotes (a path, a line of a file): escaped.
         print(f"ktrail: error: {printable(str(e))}", file=sys.stderr)
+        for d in e.details:
+            print(f"  {printable(d)}", file=sys.stderr)
         return e.code
     except BrokenPipeError:
         # `ktrail run | head`: the reader went away; that is not an error.
