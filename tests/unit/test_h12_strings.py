@@ -137,16 +137,23 @@ def test_for_json_copies_nothing_when_all_is_valid() -> None:
 
 def test_the_store_keeps_and_finds_them(tmp_path: Path) -> None:
     real, fake = b"/tmp/x_\xff", b"/tmp/x_\\xff"
+    same = {"start_ns": 10**9, "comm": b"c\xe9t"}  # one process, its comm not UTF-8
     events = make_enricher(tmp_path).process(decode(batch([
-        path_record(EventType.CREATE, real), path_record(EventType.CREATE, fake)])))
+        exec_record([b"/bin/c\xe9t", b"\xff"], b"/bin/c\xe9t", ts_ns=2 * 10**9, **same),
+        path_record(EventType.CREATE, real, ts_ns=3 * 10**9, **same),
+        path_record(EventType.CREATE, fake, ts_ns=4 * 10**9, **same)])))
+    lines = JsonLines().encode(events)
     path = tmp_path / "trail.db"
     st_ = StoreWriter(str(path), warn=io.StringIO())
     st_.start()
     # As the sensor hands them over: the output's JSON lines.
-    assert st_.submit_lines(JsonLines().encode(events))
+    assert st_.submit_lines(lines)
     st_.close()
     conn = open_reader(str(path))
     guard = prepare(conn)
+    # Stored whole, siblings and all, as the output wrote them.
+    _, rows = run_sql(conn, guard, "select json from events order by id")
+    assert [orjson.loads(r[0]) for r in rows] == [orjson.loads(x) for x in lines.splitlines()]
     sql, params, _ = build(Filters(types=["create"], paths=["/tmp/x_*"]))
     _, rows = run_sql(conn, guard, sql, params)
     found = {r[-1] for r in rows}
