@@ -60,7 +60,7 @@ def test_printable_escapes_one_visible_way_each() -> None:
         assert printable(given_) == shown, given_
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=2000, deadline=None, database=None)
 @given(st.text(), st.text())
 def test_printable_is_one_line_and_never_confuses_two_strings(a: str, b: str) -> None:
     pa = printable(a)

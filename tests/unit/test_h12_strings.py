@@ -101,7 +101,7 @@ def test_valid_utf8_is_unchanged_and_has_no_sibling(tmp_path: Path) -> None:
 names = st.binary(max_size=40).map(lambda b: b.replace(b"\0", b""))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(st.lists(names, max_size=5), names)
 def test_bytes_to_json_and_back(args: list[bytes], path: bytes) -> None:
     e = {"proc": {"args": [decode_text(a) for a in args]}, "file": {"path": decode_text(path)}}
@@ -122,7 +122,7 @@ def _utf8(b: bytes) -> bool:
     return True
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(names, names)
 def test_two_byte_strings_never_give_the_same_json(a: bytes, b: bytes) -> None:
     ja = dumps({"file": {"path": decode_text(a)}})
