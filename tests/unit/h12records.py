@@ -52,10 +52,10 @@ def path_record(etype: int, path: bytes, comm: bytes = b"prog", pid: int = 31337
     leaf first, NUL-separated)."""
     parts = [p for p in path.split(b"/") if p]
     tail = b"".join(p + b"\0" for p in reversed(parts))
+    fields = {"str_len": [len(tail), 0, 0, 0], "str_kind": [int(StrKind.DPATH), 0, 0, 0],
+              "flags_sys": int(SysFlags.PATH_ROOTED), **fields}
     arr = _fixed(_first(etype), SYS, comm=comm, pid=pid, tid=pid, retval=3,
-                 str_len=[len(tail), 0, 0, 0], str_kind=[int(StrKind.DPATH), 0, 0, 0],
-                 flags_sys=int(SysFlags.PATH_ROOTED), size=SYS.itemsize + len(tail),
-                 **fields)
+                 size=SYS.itemsize + len(tail), **fields)
     return arr.tobytes() + tail
 
 

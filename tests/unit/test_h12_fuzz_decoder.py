@@ -20,11 +20,12 @@ from pathlib import Path
 
 import orjson
 from fakeproc import make_enricher
-from h12records import batch, fixture_records
+from h12records import batch, fixture_records, path_record
 
 from ktrail.decode.decoder import decode
 from ktrail.decode.schema import EXEC, HEADER, SYS, EventType
 from ktrail.engine.enrich import Enricher
+from ktrail.events.model import StrKind
 from ktrail.events.registry import KINDS
 from ktrail.output.formats import JsonLines, Text
 from ktrail.units import Clock
@@ -135,3 +136,17 @@ def test_every_type_survives_hostile_strings(tmp_path: Path) -> None:
             continue
         tail = bytes(c if c in (0, 0x2F) else 0xFF for c in rec[fixed:])
         check(enricher, [rec[:fixed] + tail])
+
+
+def test_a_record_that_contradicts_its_type_is_refused_and_counted(tmp_path: Path) -> None:
+    from test_output import run_pipeline
+
+    # A create whose path slot says "raw bytes": the kernel never sends that.
+    bad = path_record(EventType.CREATE, b"/tmp/x", str_kind=[int(StrKind.BYTES), 0, 0, 0])
+    good = path_record(EventType.CREATE, b"/tmp/y")
+    enricher = make_enricher(tmp_path, Clock())
+    events = enricher.process(decode(batch([bad, good])))
+    assert [e["file"]["path"] for e in events] == ["/tmp/y"]
+    assert enricher.malformed == 1
+    final, _ = run_pipeline(tmp_path, batch([bad, good]), {})
+    assert final["reader"]["refused"] == 1
