@@ -261,7 +261,8 @@ def test_split_args() -> None:
     assert split_args(b"a\0b\0") == ["a", "b"]
     assert split_args(b"a\0bc") == ["a", "bc"]
     assert split_args(b"\0") == [""]
-    assert split_args(b"\xff\0") == ["\\xff"]
+    # Lossless (ktrail.strings): an undecodable byte is kept as U+DCFF.
+    assert split_args(b"\xff\0") == ["\udcff"]
 
 
 # --- fork ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ktrail"
 LAYERS: list[str] = [
     "__init__",  # ktrail/__init__.py itself (__version__): imported before anything
     "units safeyaml",  # sizes, times, clock ticks; bounded YAML: nothing from ktrail
+    "strings",   # text from the kernel: lossless decoding, JSON form, escaping for people
     "bpf",       # the compiled objects (package data)
     "events",    # the registry of event types: ids, hooks, decoding, fields, summaries
     "decode",    # the contract's record layouts, batch decoding

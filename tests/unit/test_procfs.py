@@ -6,6 +6,7 @@ import pytest
 from fakeproc import FakeProc, stat_line
 
 from ktrail.process import ProcFS, parse_stat
+from ktrail.strings import raw
 
 
 def test_pids_skips_non_numeric(fake: FakeProc) -> None:
@@ -81,7 +82,9 @@ def test_cmdline_undecodable_bytes(fake: FakeProc) -> None:
     fake.add(8, cmdline=b"prog\0\xff\xfe\0")
     info = ProcFS(fake.path).read(8)
     assert info is not None
-    assert info.args == ["prog", "\\xff\\xfe"]
+    # Kept exactly (ktrail.strings): the event shows U+FFFD and the bytes in base64.
+    assert info.args == ["prog", "\udcff\udcfe"]
+    assert [raw(a) for a in info.args] == [b"prog", b"\xff\xfe"]
 
 
 def test_cmdline_bound(fake: FakeProc) -> None:

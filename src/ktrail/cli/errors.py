@@ -7,9 +7,14 @@ EXIT_ENV = 2   # cannot run here (privileges, kernel) or bad usage
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_ENV) -> None:
+    """`message` is one line; `details`, if any, are listed one per line below
+    it (several problems found at once). Both are escaped when printed."""
+
+    def __init__(self, message: str, code: int = EXIT_ENV,
+                 details: tuple[str, ...] | list[str] = ()) -> None:
         super().__init__(message)
         self.code = code
+        self.details = tuple(details)
 
 
 

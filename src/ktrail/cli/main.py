@@ -9,6 +9,7 @@ import sys
 from ktrail import __version__
 from ktrail.cli import doctor, query, rules, run, tree
 from ktrail.cli.errors import EXIT_ENV, EXIT_ERROR, CliError
+from ktrail.strings import printable
 
 DEBUG_ENV = "KTRAIL_DEBUG"
 
@@ -37,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as e:
-        print(f"ktrail: error: {e}", file=sys.stderr)
+        # One line whatever it quotes (a path, a line of a file): escaped.
+        print(f"ktrail: error: {printable(str(e))}", file=sys.stderr)
+        for d in e.details:
+            print(f"  {printable(d)}", file=sys.stderr)
         return e.code
     except BrokenPipeError:
         # `ktrail run | head`: the reader went away; that is not an error.
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: one line, the traceback only when asked for
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        text = str(e).splitlines()[0] if str(e) else ""
+        text = printable(str(e).splitlines()[0]) if str(e) else ""
         print(f"ktrail: error: internal error: {type(e).__name__}"
               f"{': ' + text if text else ''} (a bug: please report it; {DEBUG_ENV}=1 shows "
               "the traceback)", file=sys.stderr)

@@ -18,6 +18,7 @@ from ktrail.loader.catalog import CATALOG
 from ktrail.store import DEFAULT_PATH, StoreError
 from ktrail.store.query import CorruptStore, Filters, QueryError, build, prepare, run_sql
 from ktrail.store.schema import open_reader
+from ktrail.strings import printable
 from ktrail.units import ID_MAX, TimeSyntaxError, parse_when, to_rfc3339
 
 FORMATS = ("auto", "table", "json", "csv")
@@ -232,13 +233,16 @@ def _csv(names: Iterable[str], rows: Iterable[list[Any]]) -> None:
 def _table(names: Iterable[str], rows: Iterable[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for n in names:
-        table.add_column(n, overflow="fold")
+        table.add_column(printable(n), overflow="fold")
     count = 0
     for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
+        # Cells are data others chose (file names, argv): escaped, and plain
+        # Text so that "[...]" in a name is not read as rich markup.
+        table.add_row(*[Text("" if v is None else printable(str(v))) for v in r])
         count += 1
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200,
                       highlight=False)

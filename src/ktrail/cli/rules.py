@@ -17,6 +17,7 @@ from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleFileError, RuleSet, load
 from ktrail.rules.testing import TestFileError, load_tests, run_tests
 from ktrail.rules.trail import BadLine, Trail
+from ktrail.strings import printable
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +97,8 @@ def test(args: argparse.Namespace) -> int:
             total += 1
             if not r.ok:
                 failed += 1
-                print(f"FAIL {r.rule} [{r.kind} #{r.index}]: {r.detail}")
+                # The detail quotes the test's event: one line, escaped.
+                print(printable(f"FAIL {r.rule} [{r.kind} #{r.index}]: {r.detail}"))
         tested = {r.rule for r in results}
         for rule in rs.rules:
             if not args.rules and rule.name not in tested:

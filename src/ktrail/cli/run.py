@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
 
     problems = features.preflight()
     if problems:
-        raise CliError("cannot trace on this machine:\n  " + "\n  ".join(problems))
+        raise CliError("cannot trace on this machine:", details=problems)
     output = OutputSink(fmt, _target(args, rotate_bytes),
                         EventFilter(frozenset(args.pid), frozenset(args.comm),
                                     frozenset(args.uid)), alerts_only=args.alerts_only)

@@ -16,6 +16,7 @@ from ktrail.store import StoreError
 from ktrail.store.query import prepare
 from ktrail.store.schema import open_reader, read_error
 from ktrail.store.tree import Node, Tree, TreeError, build, resolve
+from ktrail.strings import printable
 from ktrail.units import to_rfc3339
 
 MAX_COUNT = 1_000_000  # --events, --max-nodes: more would not fit on a screen anyway
@@ -91,8 +92,13 @@ def _lifetime(p: dict[str, Any]) -> str:
 
 def render(t: Tree) -> None:
     from rich.console import Console
-    from rich.markup import escape
+    from rich.markup import escape as markup
     from rich.tree import Tree as RichTree
+
+    def escape(s: Any) -> str:
+        # Data others chose: control characters escaped (ktrail.strings), then
+        # "[...]" kept from being read as rich markup.
+        return markup(printable(str(s)))
 
     def head(n: Node, target: bool = False) -> str:
         p = n.proc
@@ -101,17 +107,19 @@ def render(t: Tree) -> None:
         exe = f" exe={escape(p['exe'])}" if p["exe"] and not (
             p["args"] and p["args"][0] == p["exe"]) else ""
         lines = [f"[bold]{escape(_label(p))}[/bold]{mark}",
-                 f"[dim]{p['exec_id']} user={escape(str(user))}{exe} "
-                 f"{_lifetime(p)}"
-                 + (f" container={p['container']}" if p["container"] else "") + "[/dim]"]
+                 f"[dim]{escape(p['exec_id'])} user={escape(user)}{exe} "
+                 f"{escape(_lifetime(p))}"
+                 + (f" container={escape(p['container'])}" if p["container"] else "")
+                 + "[/dim]"]
         return "\n".join(lines)
 
     def body(n: Node) -> list[str]:
-        lines = [f"[bold red]ALERT {a['priority']} {escape(a['rule'])}[/bold red]: "
+        lines = [f"[bold red]ALERT {escape(a['priority'])} {escape(a['rule'])}[/bold red]: "
                  f"{escape(a['output'] or '')}" for a in n.alerts]
-        lines += [f"[dim]{e['time'][11:23]}[/dim] {escape(e['summary'])}" for e in n.events]
+        lines += [f"[dim]{escape(e['time'][11:23])}[/dim] {escape(e['summary'])}"
+                  for e in n.events]
         if n.more:
-            lines.append("[dim]+ " + ", ".join(f"{c} {t}" for t, c in n.more.items())
+            lines.append("[dim]+ " + escape(", ".join(f"{c} {t}" for t, c in n.more.items()))
                          + " more[/dim]")
         return lines
 

@@ -9,6 +9,7 @@ ring order, so a child's exec is always applied after its parent's fork.
 from __future__ import annotations
 
 import os
+import struct
 from collections import OrderedDict
 from typing import Any
 
@@ -19,6 +20,8 @@ from ktrail.events.model import Objects
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name, signal_name
 from ktrail.process import Process, ProcessTable, make_exec_id
+from ktrail.strings import B64, COUNTS, b64, exact, for_json
+from ktrail.strings import text as valid_text
 from ktrail.units import Clock, ticks
 
 Event = dict[str, Any]
@@ -47,6 +50,12 @@ _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _KERNEL_SPAWNED = int(ExecFlags.KERNEL_SPAWNED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
 _THREAD = int(ForkFlags.THREAD)
+# What a record whose parts contradict each other (a string slot of another
+# kind than its type's decoding reads, a bad length) raises while it is made
+# into an event: such a record is counted as malformed and skipped, never
+# allowed to stop the sensor. Any other exception is a bug and propagates.
+_MALFORMED = (TypeError, ValueError, KeyError, IndexError, AttributeError, struct.error,
+              OverflowError)
 
 
 _s = model.text
@@ -57,7 +66,8 @@ _COMMS: dict[bytes, str] = {}
 
 def _cstr(b: bytes) -> str:
     """A fixed-size C string field (comm): stop at the first NUL (bytes after it
-    are stale). Cached: a host has few distinct comms, each seen per event."""
+    are stale). Cached: a host has few distinct comms, each seen per event.
+    Lossless (ktrail.strings): the process table keeps the exact bytes."""
     s = _COMMS.get(b)
     if s is None:
         if len(_COMMS) >= 4096:  # bounded; refilled from the next events
@@ -115,6 +125,7 @@ class Enricher:
         self._users: dict[int, dict[str, Any]] = {}  # uid -> the `user` object, shared
         self.max_contexts = max_contexts
         self.context_evictions = 0
+        self.malformed = 0  # records refused (see _MALFORMED): stats.reader.refused
         self._memo: dict[tuple, Objects] = {}  # one batch's decoded syscall objects
 
     def process(self, batch: Batch) -> list[Event]:
@@ -135,19 +146,23 @@ class Enricher:
         self._memo.clear()
         for t, i in zip(batch.types.tolist(), batch.index.tolist(), strict=True):
             r = recs[t][i]
-            if t in decodings:
-                args, lens, kinds = arrays[t]
-                append(self._sys(decodings[t], r, tails[t][i], args[i], lens[i], kinds[i]))
-            elif t == EventType.EXEC:
-                ev = self._exec(r, tails[t][i])
-                if self.exec_events:
-                    append(ev)
-                if ev["exec"]["kernel_spawned"] and self.usermode_helpers:
-                    append(self._usermode_helper(ev))
-            elif t == EventType.FORK:
-                append(self._fork(r))
-            elif t == EventType.EXIT:
-                append(self._exit(r))
+            try:
+                if t in decodings:
+                    args, lens, kinds = arrays[t]
+                    append(self._sys(decodings[t], r, tails[t][i], args[i], lens[i],
+                                     kinds[i]))
+                elif t == EventType.EXEC:
+                    ev = self._exec(r, tails[t][i])
+                    if self.exec_events:
+                        append(ev)
+                    if ev["exec"]["kernel_spawned"] and self.usermode_helpers:
+                        append(self._usermode_helper(ev))
+                elif t == EventType.FORK:
+                    append(self._fork(r))
+                elif t == EventType.EXIT:
+                    append(self._exit(r))
+            except _MALFORMED:
+                self.malformed += 1
         self.count(out)
         return out
 
@@ -180,9 +195,10 @@ class Enricher:
             "retval": retval,
             "error": errno_name(-retval) if retval < 0 else None,
         }
-        ev = self._base("exec", r, proc)
-        ev["exec"] = exec_
         exec_["kernel_spawned"] = bool(flags & _KERNEL_SPAWNED)
+        ev = self._base("exec", r, proc)
+        # Strings not UTF-8: U+FFFD in the text, the exact bytes in `_b64` siblings.
+        ev["exec"] = for_json(exec_) if COUNTS.undecodable else exec_
         auid = r[_X["auid"]]
         # Its own user object: the shared one has no effective ids.
         ev["user"] = {**ev["user"], "euid": r[_X["euid"]], "egid": r[_X["egid"]],
@@ -215,15 +231,19 @@ class Enricher:
             self.table.on_exit(r[PID], ticks(r[START]), status, r[TS])
         ev = self._base("exit", r, proc)
         st = decode_status(status)
-        st["duration_ns"] = r[TS] - r[START]
+        # Null when the record's times contradict each other (never from a sane kernel).
+        st["duration_ns"] = r[TS] - r[START] if r[TS] >= r[START] else None
         ev["exit"] = st
         return ev
 
     def _usermode_helper(self, exec_ev: Event) -> Event:
         ev = {k: v for k, v in exec_ev.items() if k != "exec"}
         ev["evt"] = {**exec_ev["evt"], "type": "usermode_helper"}
-        ev["usermode_helper"] = {"exe": exec_ev["exec"]["filename"],
-                                 "args": exec_ev["exec"]["args"]}
+        x = exec_ev["exec"]
+        helper = ev["usermode_helper"] = {"exe": x["filename"], "args": x["args"]}
+        for mine, theirs in (("exe", "filename"), ("args", "args")):
+            if theirs + B64 in x:
+                helper[mine + B64] = x[theirs + B64]
         return ev
 
     def _target(self, obj: dict[str, Any]) -> None:
@@ -243,12 +263,18 @@ class Enricher:
             # Named from the process table: not shared between events.
             objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
             self._target(objs[name])
+            if COUNTS.undecodable:
+                objs = for_json(objs)
         else:
             key = (name, syscall, flags, tail, *args, *lens, *kinds)
             objs = self._memo.get(key)
             if objs is None:
-                objs = self._memo[key] = model.decode(
-                    how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
+                seen = COUNTS.undecodable
+                objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags,
+                                    syscall)
+                if COUNTS.undecodable != seen:  # a string was not UTF-8: made JSON-safe
+                    objs = for_json(objs)
+                self._memo[key] = objs
         ev = self._base(name, r, self._actor(r))
         retval = r[S_RETVAL]
         evt = ev["evt"]
@@ -298,6 +324,10 @@ class Enricher:
         }
         container = None if not p.container_id else {
             "id": p.container_id[:12], "full_id": p.container_id}
+        # The table keeps exact bytes; the event gets valid text and `_b64` siblings.
+        # (Until a string that is not UTF-8 has been seen, none can be in it.)
+        if COUNTS.undecodable:
+            ctx = for_json(ctx)
         c = self._contexts[p.exec_id] = _Context(ctx, container)
         if len(self._contexts) > self.max_contexts:
             self._contexts.popitem(last=False)
@@ -331,8 +361,14 @@ class Enricher:
         key = (r[PID], r[TID], r[PPID], r[COMM], r[UID], r[GID])
         proc = c.proc
         if c.key != key:
-            proc = {"pid": key[0], "tid": key[1], "ppid": key[2], "comm": _cstr(key[3]),
-                    "uid": key[4], "gid": key[5]}
+            comm = _cstr(key[3])
+            if exact(comm):
+                proc = {"pid": key[0], "tid": key[1], "ppid": key[2], "comm": comm,
+                        "uid": key[4], "gid": key[5]}
+            else:  # a comm not UTF-8 (or cut inside a character at 15 bytes)
+                proc = {"pid": key[0], "tid": key[1], "ppid": key[2],
+                        "comm": valid_text(comm), "comm" + B64: b64(comm),
+                        "uid": key[4], "gid": key[5]}
             proc.update(c.fields)
             c.key, c.proc = key, proc
         user = self._users.get(key[4])

@@ -201,6 +201,7 @@ class Pipeline:
                 "records": self.loss.seen,
                 "seq_gaps": self.loss.gaps,
                 "malformed": self.malformed,
+                "refused": enricher.malformed,
                 "batches": self.batches,
                 "ring_bytes": self.reader.size,
             },

@@ -74,7 +74,8 @@ KINDS = (
           ("utime", "utimes", "utimensat", "futimesat"),
           (Path("path", 0), Arg("atime", 1, "time"), Arg("mtime", 3, "time")),
           (*PATHS, Field("file.atime", "int, string or null", "`utimes`: access time set, ns "
-                         "since the epoch, `\"now\"`, or null (left unchanged)"),
+                         "since the epoch, `\"now\"`, or null (left unchanged); a time past "
+                         "64 bits of ns (a caller may ask for any) as its decimal text"),
            Field("file.mtime", "int, string or null", "`utimes`: modification time set, as "
                  "`file.atime`")),
           falco=("utimes", "utimensat", "futimesat")),

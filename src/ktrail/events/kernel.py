@@ -6,7 +6,16 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from ktrail.events.model import Decoding, Event, EventKind, Field, Hook, Objects, Path
+from ktrail.events.model import (
+    Decoding,
+    Event,
+    EventKind,
+    Field,
+    Hook,
+    Objects,
+    Path,
+    text_slot,
+)
 from ktrail.events.net import NET_FIELDS, endpoint
 from ktrail.events.values import (
     BPF_CMDS,
@@ -26,9 +35,11 @@ from ktrail.events.values import (
 
 
 def module(args: list[int], strs: list[Any]) -> Objects:
-    return {"module": {"file": strs[0] if signed64(args[0]) != -1 else None,
-                       "name": strs[0] if signed64(args[0]) == -1 else None,
-                       "params": strs[1], "flags": args[1], "image_len": args[2] or None}}
+    what = text_slot(strs[0])
+    return {"module": {"file": what if signed64(args[0]) != -1 else None,
+                       "name": what if signed64(args[0]) == -1 else None,
+                       "params": text_slot(strs[1]), "flags": args[1],
+                       "image_len": args[2] or None}}
 
 
 def bpf(args: list[int], strs: list[Any]) -> Objects:
@@ -37,16 +48,17 @@ def bpf(args: list[int], strs: list[Any]) -> Objects:
     if cmd == 5:
         ptype = args[1]
         out.update(prog_type=BPF_PROG_TYPES[ptype] if ptype < len(BPF_PROG_TYPES) else ptype,
-                   prog_name=strs[0] or "", insn_cnt=args[2], attach_type=args[3])
+                   prog_name=text_slot(strs[0]) or "", insn_cnt=args[2], attach_type=args[3])
     elif cmd == 17:
-        out.update(tracepoint=strs[0], prog_fd=args[5])
+        out.update(tracepoint=text_slot(strs[0]), prog_fd=args[5])
     else:
         out.update(attach_type=args[3], target_fd=signed64(args[4]), prog_fd=args[5])
     return {"bpf": out}
 
 
 def mount(args: list[int], strs: list[Any]) -> Objects:
-    return {"mount": {"source": strs[0], "fstype": strs[1], "flags": bits(args[0], MS)}}
+    return {"mount": {"source": text_slot(strs[0]), "fstype": text_slot(strs[1]),
+                      "flags": bits(args[0], MS)}}
 
 
 def umount(args: list[int], strs: list[Any]) -> Objects:

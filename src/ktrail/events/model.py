@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ktrail.events.values import open_flags, signed64
+from ktrail.strings import decode as decode_text
 
 Event = dict[str, Any]
 Objects = dict[str, dict[str, Any]]
@@ -138,7 +139,17 @@ UTIME_OMIT = (1 << 30) - 2
 
 
 def text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    # Lossless: undecodable bytes survive joins and reach the event as
+    # U+FFFD plus a `_b64` sibling with the exact bytes (ktrail.strings).
+    return decode_text(b)
+
+
+def text_slot(v: Any) -> str | None:
+    """A slot its type reads as text. A record whose slot kind says otherwise
+    contradicts its type: TypeError, which the enricher counts as malformed."""
+    if v is None or isinstance(v, str):
+        return v
+    raise TypeError(f"a text slot holds {type(v).__name__}")
 
 
 _USER, _DPATH, _BYTES = int(StrKind.USER), int(StrKind.DPATH), int(StrKind.BYTES)
@@ -188,21 +199,25 @@ def _time(sec: int, nsec: int) -> str | int | None:
         return "now"
     if nsec == UTIME_OMIT:
         return None
-    return signed64(sec) * 1_000_000_000 + nsec
+    ns = signed64(sec) * 1_000_000_000 + nsec
+    # A caller may ask for any second: past 64 bits JSON has no integer for
+    # it, so it is written as its decimal text.
+    return ns if -(1 << 63) <= ns < 1 << 63 else str(ns)
 
 
 def decode_fields(d: Decoding, args: list[int], strs: list[Any], flags: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in d.fields:
         if isinstance(f, Path):
-            given, base = strs[f.slot], strs[f.slot + 1] if f.slot + 1 < len(strs) else None
+            given = text_slot(strs[f.slot])
+            base = text_slot(strs[f.slot + 1]) if f.slot + 1 < len(strs) else None
             out[f.name] = resolve(given, base)
             if flags & (SysFlags.TRUNCATED << f.slot) or (
                 f.slot + 1 < len(strs) and flags & (SysFlags.TRUNCATED << (f.slot + 1))
             ):
                 out[f.name + "_truncated"] = True
         elif isinstance(f, Str):
-            out[f.name] = strs[f.slot]
+            out[f.name] = text_slot(strs[f.slot])
         elif f.kind == "time":
             out[f.name] = _time(args[f.index], args[f.index + 1])
         elif f.kind == "oct":

@@ -93,7 +93,8 @@ KINDS = (
             Field("exit.signo", "int", "signal number, 0 when it exited normally"),
             Field("exit.core_dumped", "bool", "a core dump was written"),
             Field("exit.status", "int", "raw wait status, as `waitpid` reports it"),
-            Field("exit.duration_ns", "int", "process lifetime in nanoseconds"),
+            Field("exit.duration_ns", "int or null", "process lifetime in nanoseconds (null "
+                  "if the record's times contradict each other)"),
         ),
         summary=exit_summary, falco=("procexit",),
     ),

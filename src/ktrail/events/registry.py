@@ -12,6 +12,7 @@ import enum
 
 from ktrail.events import device, file, kernel, net, process, task
 from ktrail.events.model import Event, EventKind, Field
+from ktrail.strings import B64
 
 KINDS: tuple[EventKind, ...] = tuple(sorted(
     (*process.KINDS, *file.KINDS, *net.KINDS, *task.KINDS, *kernel.KINDS, *device.KINDS),
@@ -90,12 +91,42 @@ SYSCALL_COMMON: tuple[Field, ...] = (
 )
 
 
+# Fields whose text comes from the kernel or /proc as bytes that anyone may
+# choose: names, paths, argv. One that is not UTF-8 is written with U+FFFD
+# for the undecodable bytes and gets a `<field>_b64` sibling with the exact
+# bytes (ktrail.strings; docs/events.md, "Strings that are not UTF-8").
+KERNEL_TEXT: tuple[str, ...] = (
+    "proc.comm", "proc.exe", "proc.name", "proc.args", "proc.cwd",
+    "proc.parent.exe", "proc.parent.comm", "proc.parent.args",
+    "exec.filename", "exec.args", "usermode_helper.exe", "usermode_helper.args",
+    "file.path", "file.new_path", "file.target", "net.path",
+    "prctl.name", "prctl.old_name", "memfd.name",
+    "kill.target.exe", "kill.target.comm", "ptrace.target.exe", "ptrace.target.comm",
+    "module.file", "module.name", "module.params", "bpf.prog_name", "bpf.tracepoint",
+    "mount.source", "mount.fstype", "mount.target", "io_uring.path",
+    "device.devpath", "device.subsystem", "device.devname", "device.devtype",
+    "device.driver", "device.product",
+)
+
+
+def exact_bytes_field(f: Field) -> Field:
+    """The `_b64` sibling of a kernel text field."""
+    many = f.type.startswith("list")
+    return Field(f.name + B64, "list of strings" if many else "string",
+                 f"present when `{f.name}` was not UTF-8: the exact bytes, base64"
+                 + (" (one per element)" if many else ""))
+
+
 def all_fields() -> dict[str, Field]:
-    """Every event field by name: the common ones, then each type's."""
+    """Every event field by name: the common ones, then each type's, then
+    the `_b64` siblings of the kernel's text."""
     out = {f.name: f for f in (*COMMON, *SYSCALL_COMMON)}
     for k in KINDS:
         for f in k.fields:
             out.setdefault(f.name, f)
+    for name in KERNEL_TEXT:
+        f = exact_bytes_field(out[name])
+        out[f.name] = f
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ktrail.events.model import Decoding, Event, EventKind, Field, Objects
+from ktrail.events.model import Decoding, Event, EventKind, Field, Objects, text_slot
 from ktrail.events.values import (
     MAP,
     MFD,
@@ -25,7 +25,8 @@ def setsid(args: list[int], strs: list[Any]) -> Objects:
 
 
 def prctl(args: list[int], strs: list[Any]) -> Objects:
-    return {"prctl": {"option": "PR_SET_NAME", "name": strs[0], "old_name": strs[1]}}
+    return {"prctl": {"option": "PR_SET_NAME", "name": text_slot(strs[0]),
+                      "old_name": text_slot(strs[1])}}
 
 
 def kill(args: list[int], strs: list[Any]) -> Objects:
@@ -41,7 +42,7 @@ def ptrace(args: list[int], strs: list[Any]) -> Objects:
 
 
 def memfd(args: list[int], strs: list[Any]) -> Objects:
-    return {"memfd": {"name": strs[0], "flags": bits(args[0], MFD)}}
+    return {"memfd": {"name": text_slot(strs[0]), "flags": bits(args[0], MFD)}}
 
 
 def exec_memory(args: list[int], strs: list[Any]) -> Objects:

@@ -16,6 +16,8 @@ import dns.message
 import dns.rdatatype
 import numpy as np
 
+from ktrail.strings import decode
+
 
 def signed64(v: int) -> int:
     """A u64 argument as the signed value the syscall took (fds, -1 = unchanged)."""
@@ -183,9 +185,9 @@ def sockaddr(raw: bytes | None) -> dict[str, Any] | None:
     elif family == socket.AF_UNIX:
         path = raw[2:]
         if path[:1] == b"\0":  # abstract namespace: shown with a leading '@'
-            out["path"] = "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            out["path"] = "@" + decode(path[1:].split(b"\0", 1)[0])
         else:
-            out["path"] = path.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            out["path"] = decode(path.split(b"\0", 1)[0])
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 from ktrail.events.registry import summary
+from ktrail.strings import for_json, printable
 from ktrail.units import Time, rfc3339
 
 Event = dict[str, Any]
@@ -26,11 +27,27 @@ def _plain(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON")
 
 
-# The JSON of an event, alert or record, times as RFC 3339: the one place
-# where a Time becomes text. Everything that writes events uses it. (A
-# partial, not a def: called from C, no Python frame per event.)
-dumps: Callable[[Any], bytes] = functools.partial(
+# The JSON of an event, alert or record, times as RFC 3339. (A partial, not
+# a def: called from C, no Python frame per event.) It refuses a string that
+# holds undecodable bytes (lone surrogates, ktrail.strings): see dumps().
+_dumps: Callable[[Any], bytes] = functools.partial(
     orjson.dumps, default=_plain, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def dumps(o: Any) -> bytes:
+    """The JSON of an event, alert or record, times as RFC 3339: the one place
+    where a Time becomes text. Everything that writes events uses it.
+
+    The enricher already gives undecodable bytes as U+FFFD with a `_b64`
+    sibling; a string that still holds them (a record of the sensor's own,
+    a rule's output) is made so here rather than failing the batch."""
+    try:
+        return _dumps(o)
+    except TypeError:
+        safe = for_json(o)
+        if safe is o:
+            raise  # not a string's fault
+        return _dumps(safe)
 
 
 class Format(Protocol):
@@ -45,19 +62,21 @@ def json_lines(events: list[Event]) -> list[bytes]:
     seen: dict[int, Any] = {}  # id(proc) -> None (seen once) or its fragment
     out = []
     append = out.append
+    fast = _dumps
     for e in events:
         p = e.get("proc")
-        if p is None:
+        if p is not None:
+            f = seen.get(id(p), False)
+            if f is False:  # first sight: encoded with the event
+                seen[id(p)] = None
+            else:
+                if f is None:
+                    f = seen[id(p)] = fragment(dumps(p))
+                e = {**e, "proc": f}
+        try:
+            append(fast(e))
+        except TypeError:  # the rare string dumps() has to make valid first
             append(dumps(e))
-            continue
-        f = seen.get(id(p), False)
-        if f is False:  # first sight: encoded with the event
-            seen[id(p)] = None
-            append(dumps(e))
-            continue
-        if f is None:
-            f = seen[id(p)] = fragment(dumps(p))
-        append(dumps({**e, "proc": f}))
     return out
 
 
@@ -77,7 +96,12 @@ _COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}
 
 
 class Text:
-    """Aligned one-line summaries for a person at a terminal."""
+    """Aligned one-line summaries for a person at a terminal.
+
+    Every piece of event data goes through `printable` before it is painted:
+    a name or argument holding a newline, ESC or a bidi override cannot forge
+    a line, move the cursor or retitle the terminal. Only the colour codes
+    added here reach the terminal raw."""
 
     def __init__(self, color: bool = False) -> None:
         self.color = color
@@ -89,7 +113,8 @@ class Text:
         evt = e["evt"]
         etype = evt["type"]
         if etype == "stats":
-            return self._paint(_COLORS["stats"], "stats  " + stats_summary(e["stats"]))
+            return self._paint(_COLORS["stats"],
+                               "stats  " + printable(stats_summary(e["stats"])))
         if etype == "alert":
             return self.alert(e)
         proc, user = e["proc"], e.get("user") or {}
@@ -98,10 +123,12 @@ class Text:
         if parent.get("comm"):
             who += f" < {parent['comm']}({parent.get('pid')})"
         uname = user.get("name") or user.get("uid")
-        head = f"{str(evt['time'])[11:26]} {self._paint(_COLORS.get(etype, '0'), f'{etype:<5}')}"
-        detail = summary(e)
+        shown = printable(f"{etype:<5}")
+        head = f"{printable(str(evt['time'])[11:26])} " \
+               f"{self._paint(_COLORS.get(etype, '0'), shown)}"
         cont = f" [{e['container']['id']}]" if e.get("container") else ""
-        return f"{head} {uname:<8} {who}{cont}  {detail}"
+        # One escape pass over everything else, all of it from the event.
+        return f"{head} {printable(f'{uname!s:<8} {who}{cont}  {summary(e)}')}"
 
     def alert(self, e: Event) -> str:
         """Alerts stand out: bold red (or ALERT markers without colour),
@@ -111,9 +138,12 @@ class Text:
         chain = [f"{proc.get('comm')}({proc.get('pid')})"] + [
             f"{p.get('comm') or p.get('exe')}({p.get('pid')})"
             for p in (proc.get("ancestors") or [])]
-        head = f"{str(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} {a['rule']}"
-        tags = f" [{', '.join(a['mitre'])}]" if a.get("mitre") else ""
-        text = f"{head}{tags}\n    {a['output']}\n    process: {' < '.join(chain)}"
+        head = printable(f"{str(e['evt'].get('time') or '')[11:26]} ALERT {a['priority']} "
+                         f"{a['rule']}")
+        tags = printable(f" [{', '.join(a['mitre'])}]") if a.get("mitre") else ""
+        # Our own line breaks and indent; the rule's text and the chain escaped.
+        text = (f"{head}{tags}\n    {printable(str(a['output']))}\n"
+                f"    process: {printable(' < '.join(chain))}")
         return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"
 
     def encode(self, events: list[Event]) -> bytes:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ktrail.strings import decode
+
 # Errors that mean "this process is gone or hidden from us", never a bug.
 _GONE: tuple[type[OSError], ...] = (FileNotFoundError, ProcessLookupError, PermissionError)
 
@@ -24,8 +26,8 @@ _DELETED = " (deleted)"
 
 
 def _decode(raw: bytes) -> str:
-    # Process-controlled bytes: never fail, and keep undecodable bytes visible.
-    return raw.decode("utf-8", errors="backslashreplace")
+    # Process-controlled bytes: never fail, and lose no byte (ktrail.strings).
+    return decode(raw)
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ktrail.strings import decode, for_json
 from ktrail.units import Clock
 
 NETLINK_KOBJECT_UEVENT = 15
@@ -29,7 +30,7 @@ def parse(msg: bytes) -> dict[str, str] | None:
     for p in parts[1:]:
         k, sep, v = p.partition(b"=")
         if sep:
-            env[k.decode("ascii", "replace")] = v.decode("utf-8", "backslashreplace")
+            env[k.decode("ascii", "replace")] = decode(v)
     return env if "ACTION" in env and "DEVPATH" in env else None
 
 
@@ -58,7 +59,7 @@ def to_event(env: dict[str, str], clock: Clock) -> Event:
         "proc": KERNEL_PROC,
         "user": {"uid": 0, "name": None},
         "container": None,
-        "device": device,
+        "device": for_json(device),  # values not UTF-8: U+FFFD and a `_b64` sibling
     }
 
 

@@ -17,6 +17,7 @@ import orjson
 from ktrail.events.registry import KINDS
 from ktrail.output.formats import dumps
 from ktrail.process import Process
+from ktrail.strings import text
 from ktrail.units import NS_PER_TICK, Rfc3339Parser
 
 Event = dict[str, Any]
@@ -36,7 +37,8 @@ INSERT_ALERT = (
     "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT))"
 )
 # proc fields of each event's own; every other proc field is the context's.
-PER_EVENT = ("pid", "tid", "ppid", "comm", "uid", "gid")
+# (`comm_b64`: the exact bytes of a comm that is not UTF-8, ktrail.strings.)
+PER_EVENT = ("pid", "tid", "ppid", "comm", "comm_b64", "uid", "gid")
 
 _PROC_COLUMNS = ("boot, exec_id, pid, parent_exec_id, start_time, exe, args, comm, cwd, uid, "
                  "user, container, source")
@@ -292,12 +294,15 @@ class RowBuilder:
 
 
 def seed_rows(procs: Iterable[Process], boot: int, booted_ns: int) -> list[tuple]:
-    """Rows for the processes found in /proc at start (UPSERT_SEEN)."""
+    """Rows for the processes found in /proc at start (UPSERT_SEEN). The
+    table's strings keep undecodable bytes (ktrail.strings); SQLite takes
+    valid text only, so those become U+FFFD here."""
     out = []
     for p in procs:
         start = booted_ns + p.start_ticks * NS_PER_TICK
-        out.append((boot, p.exec_id, p.pid, p.parent_exec_id, start, p.exe or None,
-                    orjson.dumps(p.args).decode(), p.comm, p.cwd or None,
+        out.append((boot, p.exec_id, p.pid, p.parent_exec_id, start, text(p.exe) or None,
+                    orjson.dumps([text(a) for a in p.args]).decode(), text(p.comm),
+                    text(p.cwd) if p.cwd else None,
                     p.uid if p.uid >= 0 else None, p.user,
                     p.container_id[:12] if p.container_id else None, p.source))
     return out

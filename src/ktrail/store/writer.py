@@ -50,6 +50,7 @@ from ktrail.store.rows import (
     seed_rows,
 )
 from ktrail.store.schema import StoreError, open_writer, transaction
+from ktrail.strings import printable
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # (events, alerts, the events' JSON lines, the alerts' JSON lines, event count,
@@ -449,7 +450,7 @@ class StoreWriter:
     def _warn_once(self, key: str, text: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            print(text, file=self.warn, flush=True)
+            print(printable(text), file=self.warn, flush=True)  # it may quote a path
 
     def _register_boot(self) -> tuple[int, int]:
         try:
