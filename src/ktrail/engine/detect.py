@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from ktrail.rules.engine import Engine
 from ktrail.rules.loader import RuleFileError, RuleSet, load
+from ktrail.strings import printable
 
 Event = dict[str, Any]
 
@@ -128,7 +129,8 @@ class Detector:
     def _finish(self, job: _Reload) -> None:
         if job.engine is None:
             self.reload_errors += 1
-            print(f"ktrail: warning: rules not reloaded, the old rules stay: {job.error}",
+            why = printable(str(job.error))  # it may quote a line of the file
+            print(f"ktrail: warning: rules not reloaded, the old rules stay: {why}",
                   file=self.warn, flush=True)
             return
         old, new = self.engine, job.engine
