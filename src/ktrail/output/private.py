@@ -127,5 +127,6 @@ def check_foreign(path: str) -> None:
         return
     if not _trusted(st.st_uid):
         kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file"
-        raise PrivateFileError(path, f"is {kind} owned by {_owner(st.st_uid)} (not root, "
-                               "not us); refusing to use it: remove it")
+        raise PrivateFileError(path, f"{os.path.basename(path)} is {kind} owned by "
+                               f"{_owner(st.st_uid)} (not root, not us); refusing to use "
+                               "it: remove it")
