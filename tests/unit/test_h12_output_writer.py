@@ -194,3 +194,31 @@ def test_files_and_links_of_another_user_are_refused(tmp_path: Path) -> None:
     rf.write(b"ok\n")
     rf.close()
     assert (tmp_path / "real").read_bytes() == b"ok\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_trusted_link_to_a_link_of_another_user_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.symlink_to(tmp_path / "victim")
+    os.lchown(theirs, 65534, 65534)
+    mine = tmp_path / "mine"
+    mine.symlink_to(theirs)
+    with pytest.raises(PrivateFileError, match=f"leads to {theirs}, a symbolic link owned"):
+        RotatingFile(str(mine), max_bytes=0)
+    assert not (tmp_path / "victim").exists()
+
+
+def test_dev_stdout_of_a_pipe_is_opened_through_proc() -> None:
+    rd, wr = os.pipe()
+    saved = os.dup(1)
+    try:
+        os.dup2(wr, 1)
+        rf = RotatingFile("/dev/stdout", max_bytes=10)  # a pipe: never rotated
+        rf.write(b"through the pipe\n")
+        rf.close()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(wr)
+    assert os.read(rd, 100) == b"through the pipe\n"
+    os.close(rd)

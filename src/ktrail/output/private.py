@@ -17,6 +17,7 @@ import stat
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+_MAX_LINKS = 40
 
 
 class PrivateFileError(OSError):
@@ -38,20 +39,32 @@ def _owner(uid: int) -> str:
     return f"uid {uid}"
 
 
-def check_path(path: str) -> str:
-    """The path to open: `path` itself, or where a trusted symbolic link at
-    `path` leads (e.g. /dev/stderr). Raises PrivateFileError for a link
-    planted by another user, so that its target is never opened."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return path
-    if stat.S_ISLNK(st.st_mode):
+def check_path(path: str) -> tuple[str, bool]:
+    """Where to open `path`: (the path, whether its last component may be
+    followed). Symbolic links are followed one by one as long as each is
+    trusted (e.g. /dev/stderr -> /proc/self/fd/2 -> /dev/pts/0); a link
+    of another user raises PrivateFileError, so its target is never
+    opened. A /proc link to no path (a pipe, a socket) is opened through."""
+    cur = path
+    for _ in range(_MAX_LINKS):
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            return cur, False
+        if not stat.S_ISLNK(st.st_mode):
+            return cur, False
         if not _trusted(st.st_uid):
             raise PrivateFileError(path, f"is a symbolic link owned by {_owner(st.st_uid)} "
-                                   "(not root, not us); refusing to follow it")
-        return os.path.realpath(path)
-    return path
+                                   "(not root, not us); refusing to follow it"
+                                   if cur == path else
+                                   f"leads to {cur}, a symbolic link owned by "
+                                   f"{_owner(st.st_uid)} (not root, not us); refusing to "
+                                   "follow it")
+        nxt = os.path.join(os.path.dirname(cur), os.readlink(cur))
+        if cur.startswith("/proc/") and not os.path.lexists(nxt):
+            return cur, True  # fd 1 of a pipe: "pipe:[1234]" is no path
+        cur = nxt
+    raise PrivateFileError(path, "too many levels of symbolic links", errno.ELOOP)
 
 
 def make_dirs(directory: str) -> None:
@@ -78,15 +91,15 @@ def open_private(path: str, flags: int, make_parents: bool = True) -> tuple[int,
     O_RDONLY...), creating it 0600 if missing. Returns the descriptor and
     its stat.
 
-    The last component is opened with O_NOFOLLOW (a trusted link is
+    The last component is opened with O_NOFOLLOW (trusted links are
     resolved first, see check_path), and O_NONBLOCK so that a FIFO without
     a reader fails with ENXIO instead of blocking; regular files get their
     blocking mode back, FIFOs keep it (the writer polls). Raises
     PrivateFileError for a file owned by another user, OSError otherwise."""
-    real = check_path(path)
-    if make_parents:
+    real, follow = check_path(path)
+    if make_parents and not follow:
         make_dirs(os.path.dirname(real) or ".")
-    base = flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    base = flags | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
         try:
             fd = os.open(real, base | os.O_CREAT | os.O_EXCL, FILE_MODE)

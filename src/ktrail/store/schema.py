@@ -264,7 +264,7 @@ def open_writer(path: str) -> tuple[sqlite3.Connection, int]:
     try:
         # Before anything is read: a link or a file planted by another user
         # (the store, or SQLite's files beside it) is refused, not followed.
-        real = check_path(path)
+        real, _ = check_path(path)
         for extra in ("-wal", "-shm", "-journal"):
             check_foreign(real + extra)
     except PrivateFileError as e:
