@@ -222,3 +222,12 @@ def test_dev_stdout_of_a_pipe_is_opened_through_proc() -> None:
         os.close(wr)
     assert os.read(rd, 100) == b"through the pipe\n"
     os.close(rd)
+
+
+def test_an_existing_file_others_could_write_loses_those_bits(tmp_path: Path) -> None:
+    path = tmp_path / "trail.json"
+    path.write_bytes(b"old\n")
+    os.chmod(path, 0o666)
+    RotatingFile(str(path), max_bytes=0).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_bytes() == b"old\n"

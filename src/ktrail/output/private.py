@@ -122,6 +122,11 @@ def open_private(path: str, flags: int, make_parents: bool = True) -> tuple[int,
                                    "refusing to write to it: remove it or choose another path")
         if created:
             os.fchmod(fd, FILE_MODE)  # the umask may have taken bits off
+        elif (stat.S_ISREG(st.st_mode) and st.st_mode & 0o022
+              and st.st_uid == os.geteuid()):
+            # An older file others may write to (truncate the trail): no
+            # longer. Read bits an operator gave (a log shipper's group) stay.
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o022)
         if not stat.S_ISFIFO(st.st_mode):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
