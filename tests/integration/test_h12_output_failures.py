@@ -271,3 +271,20 @@ def test_full_disk_under_output_is_said_once_retried_and_the_file_stays_whole(
     st = final["output"]
     assert st["dropped_events"] > 0 and st["errors"] > 0
     assert st["last_error"] == "No space left on device" and not st["failing"]
+
+
+def test_without_a_store_a_gone_reader_ends_the_run_quietly(runs) -> None:
+    """`ktrail run --no-store | head`: nothing else keeps the trail, so the run
+    ends by itself, exit code 0, with one line saying why."""
+    rd, wr = os.pipe()
+    r = runs("--no-store", "--format", "json", stdout=wr)
+    os.close(wr)
+    os.close(rd)
+    workload(20)
+    err = r.finish(sig=None)  # no signal: it ends by itself
+    assert r.proc.returncode == 0, err
+    [warn] = warnings(err, "output stdout")
+    assert warn == ("ktrail: warning: output stdout: Broken pipe; nothing else keeps the trail "
+                    "(the store is off): stopping; output writes are dropped and counted in "
+                    "stats.output")
+    assert "error" not in err

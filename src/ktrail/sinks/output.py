@@ -108,7 +108,7 @@ class OutputSink:
     def tick(self) -> None:
         w = self.writer
         if self.sole and w.gone and self.error is None and w.failing is not None:
-            self.error = f"output {w.name}: {w.last_error}"
+            self.error = f"{w.name}: {w.last_error}"
 
     def stats(self) -> dict[str, Any] | None:
         return self.writer.stats()
