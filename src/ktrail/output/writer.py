@@ -201,12 +201,13 @@ class QueuedWriter:
                         self._drop(size, events, alerts)
                     self._inflight = (0, 0, 0)
                 continue
-            except OSError as e:
+            except Exception as e:  # any failure: the thread goes on, counting
                 with self._cond:
                     self._inflight = (0, 0, 0)
                     if not self._abandoned:
                         self._drop(size, events, alerts)
-                self._failed(e)
+                self._failed(e if isinstance(e, OSError) else
+                             OSError(errno.EIO, f"{type(e).__name__}: {e}"))
                 continue
             with self._cond:
                 self._inflight = (0, 0, 0)
