@@ -8,6 +8,7 @@ on with poll() in short steps, so that a stuck reader can be given up on.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import stat
@@ -98,6 +99,10 @@ class FdStream:
                                    os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC), "stdout")
             except FileNotFoundError:
                 pass  # no /proc: blocking writes, the writer thread is given up on at exit
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no reader left on the pipe
+                    raise OSError(errno.EPIPE, "Broken pipe (its reader is gone)") from None
+                raise
         return cls(os.dup(1), "stdout")
 
     def write(self, data: bytes) -> None:
