@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import signal
 import sys
 from collections import Counter
@@ -28,7 +29,8 @@ from ktrail.loader.sensor import (
 )
 from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.output.formats import FORMATS, make_format
-from ktrail.output.target import RotatingFile, Stream, Target
+from ktrail.output.private import PrivateFileError
+from ktrail.output.target import FdStream, RotatingFile, Target
 from ktrail.rules import DEFAULT_RULES
 from ktrail.sinks.output import EventFilter, OutputSink
 from ktrail.sinks.store import StoreProcess
@@ -155,13 +157,35 @@ def _store_options(args: argparse.Namespace, config: Config) -> tuple[str, Reten
     return path, Retention(max_age_ns=max_age, max_bytes=max_size)
 
 
-def _target(args: argparse.Namespace, rotate_bytes: int) -> Target:
+def _target(args: argparse.Namespace, rotate_bytes: int) -> tuple[Target, OSError | None]:
+    """The output target, and for stdout the error it already has (closed,
+    or a pipe whose reader is gone): that is said once and the run goes on
+    with the store. A bad --output is refused before anything starts."""
     if not args.output:
-        return Stream(sys.stdout.buffer)
+        try:
+            return FdStream.stdout(), None
+        except OSError as e:
+            if e.errno == errno.EBADF:
+                # Closed (`>&-`): hold fd 1 with /dev/null, so that no file
+                # opened later (the store's) becomes fd 1 and gets the output.
+                null = os.open(os.devnull, os.O_WRONLY)
+                if null != 1:
+                    os.dup2(null, 1)
+                    os.close(null)
+                e = OSError(errno.EBADF, "closed at start")
+            return FdStream(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), "stdout"), e
     try:
-        return RotatingFile(args.output, rotate_bytes, args.rotate_keep)
+        return RotatingFile(args.output, rotate_bytes, args.rotate_keep), None
+    except PrivateFileError as e:
+        raise CliError(f"--output {args.output}: {e.reason}") from None
     except OSError as e:
         raise CliError(f"--output {args.output}: {e.strerror}") from None
+
+
+def _no_sink(e: OSError) -> str:
+    what = "closed" if e.errno == errno.EBADF else (e.strerror or str(e))
+    return (f"stdout: {what}, and the store is off: nothing would keep the trail; give "
+            "--output PATH, or keep the store on")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -220,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         except RulesError as e:
             raise CliError(str(e)) from None
     fmt_name = args.format
-    tty = not args.output and sys.stdout.isatty()
+    tty = not args.output and os.isatty(1)
     if fmt_name == "auto":
         fmt_name = "text" if tty else "json"
     fmt = make_format(fmt_name, color=fmt_name == "text" and tty)
@@ -228,9 +252,12 @@ def run(args: argparse.Namespace) -> int:
     problems = features.preflight()
     if problems:
         raise CliError("cannot trace on this machine:", details=problems)
-    output = OutputSink(fmt, _target(args, rotate_bytes),
-                        EventFilter(frozenset(args.pid), frozenset(args.comm),
-                                    frozenset(args.uid)), alerts_only=args.alerts_only)
+    # A reader that goes away must give EPIPE (counted), never kill the sensor.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    target, target_error = _target(args, rotate_bytes)
+    if target_error is not None and store_opts is None:
+        target.close()
+        raise CliError(_no_sink(target_error))
     store = None
     if store_opts is not None:
         try:
@@ -238,12 +265,18 @@ def run(args: argparse.Namespace) -> int:
             # Its writer runs in a process of its own (the other core).
             store = StoreProcess(store_opts[0], store_opts[1])
         except StoreError as e:
-            if not e.disk_full:
-                output.close()
+            if not e.disk_full or target_error is not None:
+                target.close()
                 raise CliError(str(e)) from None
             # No room is no reason to stop recording: the stream goes on.
             print(f"ktrail: warning: {e}; the trail is not stored in this run (the output "
                   "stream goes on)", file=sys.stderr, flush=True)
+    output = OutputSink(fmt, target,
+                        EventFilter(frozenset(args.pid), frozenset(args.comm),
+                                    frozenset(args.uid)), alerts_only=args.alerts_only,
+                        sole=store is None)
+    if target_error is not None:
+        output.writer.fail(target_error)
     features.ensure_tracefs()
     options = SensorOptions(
         sensor=SensorConfig(
@@ -257,10 +290,14 @@ def run(args: argparse.Namespace) -> int:
         sinks=[output], store=store)
     try:
         built = build(options)
-    except SensorError as e:
+    except BaseException as e:
+        # Whatever stopped the start, the store's child process (which
+        # ignores SIGTERM) and the output's thread end with it.
         output.close()
         if store is not None:
             store.close()
+        if not isinstance(e, SensorError):
+            raise
         hint = ""
         if e.errno in (errno.ENOMEM, errno.E2BIG):
             # The ring is the largest allocation by far: name the option.
@@ -312,9 +349,17 @@ def run(args: argparse.Namespace) -> int:
         det = final.get("detection")
         alerts = "" if det is None else f", {det['alerts']} alerts"
         # With --alerts-only the output has only alerts: "0 written" would read as a fault.
-        written = "" if args.alerts_only else f", {final['output_events']} written"
+        # The output is closed by now: its counts include what it could not
+        # take at exit, after the final record was made.
+        dropped = output.writer.stats()["dropped_events"]
+        written = "" if args.alerts_only else (
+            f", {final['output_events'] - dropped} written")
+        if dropped:
+            written += f" ({dropped} not written: see stats.output)"
         print(f"ktrail: {final['events_total']} events{alerts}{written}{stored}, {lost} lost",
               file=sys.stderr, flush=True)
+        if pipeline.error is not None and output.reader_gone:
+            return 0  # `ktrail run --no-store | head`: the reader went away, not a fault
         if pipeline.error is not None:
             print(f"ktrail: error: stopped: {pipeline.error}", file=sys.stderr, flush=True)
             return EXIT_ERROR

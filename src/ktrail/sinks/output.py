@@ -2,15 +2,22 @@
 
 The --pid/--comm/--uid filters and --alerts-only are the reader's view:
 they apply here only; the rules and the store see every event.
+
+Writing happens in a thread behind a bounded queue (output/writer.py): a
+full disk, a pipe nobody reads or a closed stdout never stops or slows the
+run loop, and what the output could not take is counted in stats.output.
 """
 
 from __future__ import annotations
 
+import errno
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from ktrail.output.formats import Format, JsonLines
 from ktrail.output.target import Target
+from ktrail.output.writer import MAX_QUEUED_BYTES, QueuedWriter
 from ktrail.sinks.base import Batch, Event, join
 
 
@@ -45,14 +52,32 @@ class OutputSink:
     error: str | None = None
 
     def __init__(self, fmt: Format, target: Target, flt: EventFilter | None = None,
-                 alerts_only: bool = False) -> None:
+                 alerts_only: bool = False, sole: bool = False,
+                 max_queued_bytes: int = MAX_QUEUED_BYTES, warn: TextIO | None = None,
+                 **writer_options: Any) -> None:
+        """`sole`: nothing else keeps the trail (no store), so an output that
+        fails for good ends the run instead of tracing for nobody."""
         self.fmt = fmt
         self.target = target
         self.filter = flt or EventFilter()
         self.alerts_only = alerts_only
-        self.written = 0       # events written (alerts and records apart)
+        self.sole = sole
+        self.written = 0       # events handed to the output (alerts and records apart)
+        self.error: str | None = None
         self._json = isinstance(fmt, JsonLines)
         self._closed = False
+        still = ("the rules still run" if sole else
+                 "events still go to the store and rules")
+        final = "nothing else keeps the trail (the store is off): stopping" if sole else ""
+        self.writer = QueuedWriter(target, max_queued_bytes, warn if warn is not None
+                                   else sys.stderr, still=still, final=final,
+                                   **writer_options)
+
+    @property
+    def reader_gone(self) -> bool:
+        """The output failed for good because its reader went away (`| head`)."""
+        f = self.writer.failing
+        return self.writer.gone and f is not None and f.errno in (errno.EPIPE, errno.ENXIO)
 
     def submit(self, batch: Batch) -> None:
         events = batch.events
@@ -78,16 +103,17 @@ class OutputSink:
             chosen = events if keep is None else [events[i] for i in keep]
             data = self.fmt.encode([*chosen, *batch.alerts, *batch.records])
         if data:
-            self.target.write(data)
+            self.writer.submit(data, n, len(batch.alerts))
 
     def tick(self) -> None:
-        self.target.flush()
+        w = self.writer
+        if self.sole and w.gone and self.error is None and w.failing is not None:
+            self.error = f"{w.name}: {w.last_error}"
 
     def stats(self) -> dict[str, Any] | None:
-        return None  # its count is the stats record's output_events
+        return self.writer.stats()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.target.flush()
-            self.target.close()
+            self.writer.close()

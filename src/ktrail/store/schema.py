@@ -16,8 +16,15 @@ import os
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from urllib.parse import quote
+
+from ktrail.output.private import (
+    PrivateFileError,
+    check_foreign,
+    check_path,
+    make_dirs,
+    open_private,
+)
 
 APPLICATION_ID = 0x6B74726C  # "ktrl"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -269,14 +276,25 @@ def open_writer(path: str) -> tuple[sqlite3.Connection, int]:
     schema. Returns the connection and the descriptor of an exclusive lock
     that keeps a second sensor from writing the same store; close the
     descriptor after the connection."""
+    try:
+        # Before anything is read: a link or a file planted by another user
+        # (the store, or SQLite's files beside it) is refused, not followed.
+        real, _ = check_path(path)
+        for extra in ("-wal", "-shm", "-journal"):
+            check_foreign(real + extra)
+    except PrivateFileError as e:
+        raise StoreError(f"store {path}: {e.reason}") from None
     existing = check_header(path)  # before anything is created or locked
-    parent = Path(path).parent
     try:
         if not existing:
             # The trail holds command lines and paths: root only. The file is
-            # created 0600 before SQLite opens it (SQLite would use 0644).
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # created 0600, its missing directories 0700, whatever the umask,
+            # before SQLite opens it (SQLite would use 0644); SQLite gives its
+            # -wal and -shm the database file's mode.
+            make_dirs(os.path.dirname(real) or ".")
+        fd, _ = open_private(real, os.O_RDONLY, make_parents=False)
+    except PrivateFileError as e:
+        raise StoreError(f"store {path}: {e.reason}") from None
     except OSError as e:
         raise StoreError(f"store {path}: {e.strerror}", disk_full=_full(e)) from None
     try:
