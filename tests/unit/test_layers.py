@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ktrail"
 # it. Peers share a line ("sinks sources"). A new package is one new line.
 LAYERS: list[str] = [
     "__init__",  # ktrail/__init__.py itself (__version__): imported before anything
-    "units",     # sizes, times, clock ticks: imports nothing from ktrail
+    "units memory",  # sizes, times, clock ticks; RSS and heap trimming: nothing from ktrail
     "bpf",       # the compiled objects (package data)
     "events",    # the registry of event types: ids, hooks, decoding, fields, summaries
     "decode",    # the contract's record layouts, batch decoding

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections import Counter
 
+from ktrail import memory
 from ktrail.cli.errors import EXIT_ERROR, CliError
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
@@ -207,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     output = OutputSink(fmt, _target(args, rotate_bytes),
                         EventFilter(frozenset(args.pid), frozenset(args.comm),
                                     frozenset(args.uid)), alerts_only=args.alerts_only)
+    # Before the store process is forked: it inherits the settings.
+    memory.tune_malloc()
     store = None
     if store_opts is not None:
         try:

@@ -24,6 +24,7 @@ from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import IgnoreFilter
 from ktrail.loader.sensor import KernelStats, Sensor
+from ktrail.memory import Trimmer
 from ktrail.sinks.base import Batch, Sink
 from ktrail.sources.uevents import UeventSource
 
@@ -97,6 +98,7 @@ class Pipeline:
         # read again only once this is empty.
         self._pending: deque[RawBatch] = deque()
         self.chunk_records = CHUNK_RECORDS
+        self.memory = Trimmer()
 
     def stop(self, *_: Any) -> None:
         """Signal-safe: the loop notices within one drain interval."""
@@ -167,6 +169,7 @@ class Pipeline:
                 if now >= next_check:
                     next_check = now + opts.loss_check_interval
                     self.enricher.tick()
+                    self.memory.tick()
                     self.sensor.tick()
                     self._check_loss()
                 if next_stats is not None and now >= next_stats:
@@ -239,6 +242,7 @@ class Pipeline:
             "devices": None if self.uevents is None else {
                 "events": self.uevents.count, "overflows": self.uevents.overflows},
             "users": table.users.stats(),
+            "memory": self.memory.stats(),
             "detection": None if self.detector is None else self.detector.stats(),
             "store": None,
         }
