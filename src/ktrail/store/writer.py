@@ -45,6 +45,11 @@ from ktrail.store.rows import (
 from ktrail.store.schema import StoreError, open_writer, transaction
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# SQLite's page cache (schema.CACHE_KIB, 64 MiB) stays full after a burst.
+# Once this many events were written since it was last emptied and a small
+# transaction shows the wave has passed, it is emptied (PRAGMA shrink_memory):
+# the next transactions read their index pages back from the OS's cache.
+SHRINK_AFTER_EVENTS = 65536
 # (events, alerts, the events' JSON lines, the alerts' JSON lines, event count,
 # alert count). Events and alerts are None when only their lines were handed
 # over: the writer thread decodes them itself (the store process's case).
@@ -101,6 +106,8 @@ class StoreWriter:
         self.failed = 0
         self.errors = 0
         self.transactions = 0
+        self.cache_shrinks = 0
+        self._since_shrink = 0
         self.rows_s = 0.0  # time spent building rows, and in SQLite
         self.sql_s = 0.0
         self.last_error: str | None = None
@@ -217,6 +224,7 @@ class StoreWriter:
             "errors": self.errors,
             "last_error": self.last_error,
             "batches": self.transactions,
+            "cache_shrinks": self.cache_shrinks,
             "busy_s": {"rows": round(self.rows_s, 3), "sqlite": round(self.sql_s, 3)},
             "pending": self._pending,
             "max_pending": self.max_pending,
@@ -251,6 +259,8 @@ class StoreWriter:
                 done = self._closing and not self._queue
             if items:
                 self._write(items)
+                if taken < self.max_transaction // 8:
+                    self._shrink_cache()
             if done:
                 break
             self._housekeeping()
@@ -306,6 +316,8 @@ class StoreWriter:
             self.rows.forget()
             self._report(e, n_events)
             return
+        self.rows.compact()
+        self._since_shrink += n_events
         self.written += n_events
         self.alerts_written += n_alerts
         self.transactions += 1
@@ -314,6 +326,16 @@ class StoreWriter:
             self._warned.discard("error")
             print(f"ktrail: store {self.path}: writing again ({self.failed} events were not "
                   "stored)", file=self.warn, flush=True)
+
+    def _shrink_cache(self) -> None:
+        if self._since_shrink < SHRINK_AFTER_EVENTS or self._broken is not None:
+            return
+        self._since_shrink = 0
+        try:
+            self.conn.execute("PRAGMA shrink_memory")
+            self.cache_shrinks += 1
+        except sqlite3.Error as e:
+            self._report(e, 0)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
