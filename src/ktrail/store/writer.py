@@ -47,8 +47,9 @@ from ktrail.store.schema import StoreError, open_writer, transaction
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 # SQLite's page cache (schema.CACHE_KIB, 64 MiB) stays full after a burst.
 # Once this many events were written since it was last emptied and a small
-# transaction shows the wave has passed, it is emptied (PRAGMA shrink_memory):
-# the next transactions read their index pages back from the OS's cache.
+# transaction shows the wave has passed, or retention deleted as many, it is
+# emptied (PRAGMA shrink_memory): the next transactions read their index
+# pages back from the OS's cache.
 SHRINK_AFTER_EVENTS = 65536
 # (events, alerts, the events' JSON lines, the alerts' JSON lines, event count,
 # alert count). Events and alerts are None when only their lines were handed
@@ -344,9 +345,14 @@ class StoreWriter:
         self._next_retention = now + self.retention.interval_s
         try:
             before = self.retention.deleted["contexts"]
+            events_before = self.retention.deleted["events"]
             self.retention.enforce(self.conn)
             if self.retention.deleted["contexts"] != before:
                 self.rows.contexts.clear()  # none may point at a deleted row
+            if self.retention.deleted["events"] - events_before >= SHRINK_AFTER_EVENTS:
+                # A large deletion filled the page cache with pages of the past.
+                self._since_shrink = SHRINK_AFTER_EVENTS
+                self._shrink_cache()
         except Exception as e:  # retention rolled its transaction back
             self._report(e, 0)
 
