@@ -150,20 +150,28 @@ def test_memory_is_given_back_after_a_burst_of_processes(sensor, tmp_path: Path)
             and st["proc_table"]["exited"] < 1000)
         if done and time.monotonic() > burst_end + 10:
             break
-    time.sleep(3)  # a trim or two after the last big free
-    after = (_rss(s.proc.pid), _rss(store))
+    # Memory comes back within a few trims (every 5 s at most) and once the
+    # store has emptied SQLite's page cache after the wave: up to 30 s more.
+    # The sensor's bound is wider: the machine is never idle, and a busy
+    # reader holds a ring's worth of records and their JSON in flight.
+    # (Before the fix they kept ~150 and ~330 MB more after 50k processes.)
+    bounds = (96, 64)
+    settle = time.monotonic() + 30
+    while True:
+        time.sleep(1)
+        after = (_rss(s.proc.pid), _rss(store))
+        grown = [round((a - b) / MB) for a, b in zip(after, before, strict=True)]
+        if all(g <= m for g, m in zip(grown, bounds, strict=True)):
+            break
+        if time.monotonic() > settle:
+            break
     t = s.stop()
     assert t.returncode == 0, t.stderr
     execs = t.final["events"]["exec"]
     assert execs >= BURST // 2, t.final["events"]  # the burst was seen (minus losses)
-    grown = [round((a - b) / MB) for a, b in zip(after, before, strict=True)]
     print(f"h12 burst of {BURST}: RSS before {before}, after {after}, grown MB {grown}")
-    # The sensor and its store process each came back near where they were
-    # (before the fix they kept ~100-400 MB after 50k-200k processes). The
-    # sensor's bound is wider: the machine is never idle, and a busy reader
-    # holds a ring's worth of records and their JSON in flight.
-    assert grown[0] <= 96, (before, after, grown)
-    assert grown[1] <= 64, (before, after, grown)
+    assert grown[0] <= bounds[0], (before, after, grown)
+    assert grown[1] <= bounds[1], (before, after, grown)
     # The contexts of the dead went with them.
     assert st is not None and st["proc_table"]["contexts"] < 1000, st["proc_table"]
     # Memory is in the stats records, for both processes.
