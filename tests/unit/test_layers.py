@@ -24,7 +24,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ktrail"
 # it. Peers share a line ("sinks sources"). A new package is one new line.
 LAYERS: list[str] = [
     "__init__",  # ktrail/__init__.py itself (__version__): imported before anything
-    "units safeyaml",  # sizes, times, clock ticks; bounded YAML: nothing from ktrail
+    "units safeyaml memory",  # sizes, times, clock ticks; bounded YAML; RSS and heap
+                              # trimming: nothing from ktrail
     "strings",   # text from the kernel: lossless decoding, JSON form, escaping for people
     "bpf",       # the compiled objects (package data)
     "events",    # the registry of event types: ids, hooks, decoding, fields, summaries

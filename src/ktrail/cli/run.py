@@ -10,6 +10,7 @@ import signal
 import sys
 from collections import Counter
 
+from ktrail import memory
 from ktrail.cli.errors import EXIT_ERROR, CliError, check_range
 from ktrail.config import DEFAULT_PATH as DEFAULT_CONFIG
 from ktrail.config import Config, ConfigError
@@ -258,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
     if target_error is not None and store_opts is None:
         target.close()
         raise CliError(_no_sink(target_error))
+    # Before the store process is forked: it inherits the settings.
+    memory.tune_malloc()
     store = None
     if store_opts is not None:
         try:

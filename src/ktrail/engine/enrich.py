@@ -19,6 +19,7 @@ from ktrail.events import model
 from ktrail.events.model import Objects
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name, signal_name
+from ktrail.memory import compacted
 from ktrail.process import Process, ProcessTable, make_exec_id
 from ktrail.strings import B64, COUNTS, b64, exact, for_json
 from ktrail.strings import text as valid_text
@@ -341,8 +342,18 @@ class Enricher:
 
     def tick(self) -> None:
         """Housekeeping, about once a second: exited processes leave the
-        table, and user objects are made again (a renamed user shows)."""
-        self.table.expire(self.clock.now_boot_ns())
+        table, with their contexts, and user objects are made again (a
+        renamed user shows)."""
+        gone: list[str] = []
+        self.table.expire(self.clock.now_boot_ns(), gone)
+        if gone:
+            # A burst of short-lived processes would otherwise keep 16k
+            # contexts (~2 KB each) of the dead until newer ones push them out.
+            contexts = self._contexts
+            for exec_id in gone:
+                contexts.pop(exec_id, None)
+            if (c := compacted(contexts)) is not None:
+                self._contexts = c
         self._users.clear()
 
     def context_stats(self) -> dict[str, int]:

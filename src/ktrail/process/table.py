@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from sys import intern
 
+from ktrail.memory import compacted
+
 from .container import container_id_from_cgroup
 from .procfs import ProcFS, ProcInfo
 from .users import UserNames
@@ -340,18 +342,35 @@ class ProcessTable:
         self.seeded += created
         return created
 
-    def expire(self, now_ns: int) -> int:
-        """Drop exited entries whose linger period has passed; returns how many."""
+    def expire(self, now_ns: int, gone: list[str] | None = None) -> int:
+        """Drop exited entries whose linger period has passed; returns how many.
+        Their exec_ids are appended to `gone`, if given."""
         dropped = 0
         while self._exited:
             key, since = next(iter(self._exited.items()))
             if now_ns - since <= self.linger_ns:
                 break  # exit order: everything behind is younger (modulo CPU skew)
             del self._exited[key]
-            self._drop(key)
+            proc = self._drop(key)
+            if gone is not None and proc is not None:
+                gone.append(proc.exec_id)
             dropped += 1
         self.expired += dropped
+        if dropped:
+            self._compact()
         return dropped
+
+    def _compact(self) -> None:
+        # After a burst has expired the maps are mostly empty slots, which a
+        # dict never gives back: rebuild them (a few times per burst at most).
+        if (m := compacted(self._procs)) is not None:
+            self._procs = m
+        if (o := compacted(self._live)) is not None:
+            self._live = o
+        if (x := compacted(self._exited)) is not None:
+            self._exited = x
+        if (k := compacted(self._pid_key)) is not None:
+            self._pid_key = k
 
     def stats(self) -> dict[str, int]:
         return {
@@ -549,10 +568,11 @@ class ProcessTable:
         self.evictions += 1
         self._drop(key)
 
-    def _drop(self, key: Key) -> None:
-        self._procs.pop(key, None)
+    def _drop(self, key: Key) -> Process | None:
+        proc = self._procs.pop(key, None)
         if self._pid_key.get(key[0]) == key:
             del self._pid_key[key[0]]
+        return proc
 
 
 def _absolute(exe: str, cwd: str) -> str:

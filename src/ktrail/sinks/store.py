@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from ktrail.memory import Trimmer
 from ktrail.process import Process
 from ktrail.sinks.base import Batch, join
 from ktrail.store.retention import Retention
@@ -257,6 +258,7 @@ def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
         results.send(("error", str(e), e.disk_full))
         return
     results.send(("ready",))
+    memory = Trimmer()
     last = time.monotonic()
     while True:
         try:
@@ -278,8 +280,9 @@ def _child(path: str, retention: Retention, options: dict[str, Any], work: Any,
             while not writer.has_room(n) and writer.broken is None:
                 time.sleep(0.001)
             writer.submit_lines(lines, alert_lines)
+        memory.tick()
         if time.monotonic() - last >= _STATS_EVERY_S:
             last = time.monotonic()
-            results.send(("stats", writer.stats()))
+            results.send(("stats", {**writer.stats(), "memory": memory.stats()}))
     writer.close()
-    results.send(("final", writer.stats()))
+    results.send(("final", {**writer.stats(), "memory": memory.stats()}))

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ktrail.events.registry import KINDS
+from ktrail.memory import compacted
 from ktrail.output.formats import dumps
 from ktrail.process import Process
 from ktrail.strings import text
@@ -130,21 +131,29 @@ class RowBuilder:
         self.contexts: dict[str | None, _Context] = {}
         self.seen: dict[str, None] = {}
 
+    def compact(self) -> None:
+        """Gives back the room of entries deleted on exit (after a burst of
+        short-lived processes the maps are mostly empty slots)."""
+        if (c := compacted(self.contexts)) is not None:
+            self.contexts = c
+        if (s := compacted(self.seen)) is not None:
+            self.seen = s
+
     def forget(self) -> None:
         """After a failed transaction: nothing it meant to write is there."""
         self.seen.clear()
         self.contexts.clear()
 
     def _context(self, p: dict[str, Any], uid: int, user: str | None, container: str | None,
-                 time_ns: int, new: list[tuple]) -> _Context:
+                 time_ns: int, new: list[tuple], anchor: object) -> _Context:
         fragment = dumps({k: v for k, v in p.items() if k not in PER_EVENT})[1:-1]
         exec_id = p.get("exec_id")
         old = self.contexts.get(exec_id)
         if (old is not None and old.fragment == fragment and old.uid == uid
                 and old.user == user and old.container == container):
-            old.anchor = p.get("ancestors")  # same values, another object (decoded events)
+            old.anchor = anchor  # same values, another object
             return old
-        ctx = _Context(self.next_ctx_id, p.get("ancestors"), uid, user, container, fragment)
+        ctx = _Context(self.next_ctx_id, anchor, uid, user, container, fragment)
         self.next_ctx_id += 1
         self.contexts[exec_id] = ctx
         new.append((ctx.id, self.boot, exec_id, p["pid"], p.get("exe"), uid, user, container,
@@ -163,11 +172,12 @@ class RowBuilder:
             container["id"] if container else None, p.get("source"),
         )
 
-    def events(self, events: list[Event], lines: bytes | None = None
+    def events(self, events: list[Event], lines: bytes | None = None, decoded: bool = False
                ) -> tuple[list[tuple], ...]:
         """-> (event rows, new context rows, first-seen process rows, exec rows,
         exit rows). `lines` are the events' JSON lines, one per event, when
-        the output already encoded them; otherwise each is encoded here."""
+        the output already encoded them; otherwise each is encoded here.
+        `decoded`: the events were decoded from `lines` for this call alone."""
         rows: list[tuple] = []
         append = rows.append
         new_contexts: list[tuple] = []
@@ -198,10 +208,15 @@ class RowBuilder:
             # inside a string), and ends where proc does.
             i = blob.find(b'"exec_id":')
             ctx = contexts.get(exec_id)
-            anchor = p.get("ancestors")
+            # The sensor's own events share one ancestors list per context: the
+            # same object means the same context. A decoded event's never
+            # comes again, and holding it would pin a whole decoded tree per
+            # process (~100 MB after a burst): no anchor, the text is compared.
+            anchor = None if decoded else p.get("ancestors")
             if (ctx is None or ctx.uid != uid or ctx.user != uname or ctx.container != cid
-                    or (ctx.anchor is not anchor and not _holds(blob, i, ctx.fragment))):
-                ctx = self._context(p, uid, uname, cid, time_ns, new_contexts)
+                    or ((anchor is None or ctx.anchor is not anchor)
+                        and not _holds(blob, i, ctx.fragment))):
+                ctx = self._context(p, uid, uname, cid, time_ns, new_contexts, anchor)
             else:
                 ctx.anchor = anchor  # decoded events: same text, another object
             # Cut the context's fragment (and the comma before it) out of the JSON.
@@ -225,7 +240,9 @@ class RowBuilder:
             elif t == "exit":
                 x = e["exit"]
                 exit_rows.append((*self._proc_row(p, u, c), time_ns, x["code"], x["signal"]))
-                seen.pop(exec_id, None)  # it will not be seen again
+                # It will not be seen again: a late event costs one more context row.
+                seen.pop(exec_id, None)
+                contexts.pop(exec_id, None)
                 continue
             if exec_id not in seen and p["pid"]:
                 seen_rows.append(self._proc_row(p, u, c))
@@ -267,8 +284,9 @@ class RowBuilder:
             if row is not None:
                 rows.append(row)
                 continue
-            for mine, theirs in zip(out, self.events([loads(blob)], blob), strict=True):
-                mine += theirs
+            theirs = self.events([loads(blob)], blob, decoded=True)
+            for mine, part in zip(out, theirs, strict=True):
+                mine += part
         return out
 
     def _time_ns(self, tm: int | str) -> int:

@@ -53,6 +53,12 @@ from ktrail.store.schema import StoreError, open_writer, transaction
 from ktrail.strings import printable
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# SQLite's page cache (schema.CACHE_KIB, 64 MiB) stays full after a burst.
+# Once this many events were written since it was last emptied and a small
+# transaction shows the wave has passed, or retention deleted as many, it is
+# emptied (PRAGMA shrink_memory): the next transactions read their index
+# pages back from the OS's cache.
+SHRINK_AFTER_EVENTS = 65536
 # (events, alerts, the events' JSON lines, the alerts' JSON lines, event count,
 # alert count). Events and alerts are None when only their lines were handed
 # over: the writer thread decodes them itself (the store process's case).
@@ -100,6 +106,8 @@ class StoreWriter:
         self.failed = 0
         self.errors = 0
         self.transactions = 0
+        self.cache_shrinks = 0
+        self._since_shrink = 0
         self.rows_s = 0.0  # time spent building rows, and in SQLite
         self.sql_s = 0.0
         self.last_error: str | None = None
@@ -250,6 +258,7 @@ class StoreWriter:
             "errors": self.errors,
             "last_error": self.last_error,
             "batches": self.transactions,
+            "cache_shrinks": self.cache_shrinks,
             "busy_s": {"rows": round(self.rows_s, 3), "sqlite": round(self.sql_s, 3)},
             "pending": self._pending,
             "max_pending": self.max_pending,
@@ -284,6 +293,8 @@ class StoreWriter:
                 done = self._closing and not self._queue
             if items:
                 self._write(items)
+                if taken < self.max_transaction // 8:
+                    self._shrink_cache()
             if done:
                 break
             self._housekeeping()
@@ -339,6 +350,8 @@ class StoreWriter:
             self.rows.forget()
             self._report(e, n_events)
             return
+        self.rows.compact()
+        self._since_shrink += n_events
         self.written += n_events
         self.alerts_written += n_alerts
         self._written_here += n_events
@@ -350,6 +363,16 @@ class StoreWriter:
             print(f"ktrail: store {self.path}: writing again ({self.failed} events were not "
                   "stored)", file=self.warn, flush=True)
 
+    def _shrink_cache(self) -> None:
+        if self._since_shrink < SHRINK_AFTER_EVENTS or self._broken is not None:
+            return
+        self._since_shrink = 0
+        try:
+            self.conn.execute("PRAGMA shrink_memory")
+            self.cache_shrinks += 1
+        except sqlite3.Error as e:
+            self._report(e, 0)
+
     def _housekeeping(self) -> None:
         now = time.monotonic()
         if self._broken is None and now >= self._next_file_check:
@@ -360,9 +383,14 @@ class StoreWriter:
         self._next_retention = now + self.retention.interval_s
         try:
             before = self.retention.deleted["contexts"]
+            events_before = self.retention.deleted["events"]
             self.retention.enforce(self.conn)
             if self.retention.deleted["contexts"] != before:
                 self.rows.contexts.clear()  # none may point at a deleted row
+            if self.retention.deleted["events"] - events_before >= SHRINK_AFTER_EVENTS:
+                # A large deletion filled the page cache with pages of the past.
+                self._since_shrink = SHRINK_AFTER_EVENTS
+                self._shrink_cache()
         except Exception as e:  # retention rolled its transaction back
             self._report(e, 0)
 
