@@ -69,6 +69,15 @@ def test_drain_with_a_deadline_stops_between_chunks(tmp_path: Path, raw: RawBatc
     # A deadline already past: one chunk, and the rest waits for the next turn.
     p.drain(until=time.monotonic())
     assert p.batches == 1
-    assert len(_events(out.getvalue())) == 3
+    assert _settled(out, 3) == 3
     p.drain()  # no deadline: everything
-    assert len(_events(out.getvalue())) == len(raw)
+    assert _settled(out, len(raw)) == len(raw)
+
+
+def _settled(out: io.BytesIO, want: int) -> int:
+    # The output sink writes from its own thread: wait for it, not for ever.
+    deadline = time.monotonic() + 10
+    while len(_events(out.getvalue())) < want and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # anything more would be a fault: let it show
+    return len(_events(out.getvalue()))
