@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fakeproc import make_enricher
-from h12records import batch, exec_record, path_record
+from ringrecords import batch, exec_record, path_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@ other), and every event encodes to JSON that parses and to one line of text
 per event without a control character from the data.
 
 Seeded, so a failure names its seed and batch and replays exactly:
-    KTRAIL_FUZZ_SEED=<seed> .venv/bin/python -m pytest -q tests/unit/test_h12_fuzz_decoder.py
+    KTRAIL_FUZZ_SEED=<seed> .venv/bin/python -m pytest -q tests/unit/test_fuzz_decoder.py
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 from fakeproc import make_enricher
-from h12records import batch, fixture_records, path_record
+from ringrecords import batch, fixture_records, path_record
 
 from ktrail.decode.decoder import decode
 from ktrail.decode.schema import EXEC, HEADER, SYS, EventType

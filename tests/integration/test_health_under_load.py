@@ -169,7 +169,7 @@ def test_memory_is_given_back_after_a_burst_of_processes(sensor, tmp_path: Path)
     assert t.returncode == 0, t.stderr
     execs = t.final["events"]["exec"]
     assert execs >= BURST // 2, t.final["events"]  # the burst was seen (minus losses)
-    print(f"h12 burst of {BURST}: RSS before {before}, after {after}, grown MB {grown}")
+    print(f"burst of {BURST}: RSS before {before}, after {after}, grown MB {grown}")
     assert grown[0] <= bounds[0], (before, after, grown)
     assert grown[1] <= bounds[1], (before, after, grown)
     # The contexts of the dead went with them.

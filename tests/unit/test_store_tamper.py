@@ -2,7 +2,7 @@
 
 The writer (store/writer.py) checks about once a second whether its open
 file is still what the path names. These tests drive a StoreWriter directly
-(no kernel, no root); tests/integration/test_h12_store_deleted.py does the
+(no kernel, no root); tests/integration/test_store_deleted.py does the
 same through `ktrail run`.
 """
 
