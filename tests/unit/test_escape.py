@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fakeproc import make_enricher
-from ringrecords import batch, exec_record, path_record
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ringrecords import batch, exec_record, path_record
 
 from ktrail.decode.decoder import decode
 from ktrail.events.registry import EventType
