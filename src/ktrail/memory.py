@@ -15,7 +15,7 @@ has piled up.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import sys
 import time
@@ -55,11 +55,14 @@ class _MallInfo2(ctypes.Structure):
         "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
 def _libc() -> Any:
-    name = ctypes.util.find_library("c")
+    # The process's own symbols, where libc's are: ctypes.util.find_library
+    # would run ldconfig in a child process, a fork of the sensor that its
+    # own trail would show once the probes are attached.
     try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is None or not hasattr(libc, "malloc_trim"):
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "malloc_trim"):
             return None  # not glibc (musl has no malloc_trim): nothing to do
     except OSError:
         return None
