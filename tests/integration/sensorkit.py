@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -46,3 +50,22 @@ def machine_lock(what: str) -> Iterator[None]:
     with open(f"/run/lock/ktrail-test-{what}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def until(what: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Polls `what` until it returns something true, or `timeout` seconds
+    pass: the sensor commits every drain, but a loaded machine may take a
+    moment. Returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def probe(tmp_path: Path, tag: str = "") -> str:
+    """A copy of /bin/true with a name nothing else on the machine runs."""
+    path = tmp_path / f"ktrail-probe-{tag + '-' if tag else ''}{uuid.uuid4().hex[:8]}"
+    shutil.copy("/bin/true", path)
+    return str(path)

@@ -8,35 +8,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sensorkit import KTRAIL, jsonl, ktrail
+from sensorkit import KTRAIL, jsonl, ktrail, probe, until
 
 F_SETPIPE_SZ = 1031
 
 
-def until(what: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.3)
 
 
-def probe(tmp_path: Path) -> str:
-    """A copy of /bin/true with a name nothing else on the machine runs."""
-    path = tmp_path / f"ktrail-probe-{uuid.uuid4().hex[:8]}"
-    shutil.copy("/bin/true", path)
-    return str(path)
 
 
 def stored(db: Path, exe: str) -> list[dict[str, Any]]:

@@ -12,33 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sensorkit import jsonl, ktrail
-
-
-def until(what: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
-
-
-def probe(tmp_path: Path, tag: str) -> str:
-    """A copy of /bin/true with a name nothing else uses."""
-    path = tmp_path / f"ktrail-probe-{tag}-{uuid.uuid4().hex[:8]}"
-    shutil.copy("/bin/true", path)
-    return str(path)
+from sensorkit import jsonl, ktrail, probe, until
 
 
 def execs_of(db: str, exe: str) -> list[dict[str, Any]]:

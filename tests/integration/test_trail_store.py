@@ -7,39 +7,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from sensorkit import jsonl, ktrail, machine_lock
+from sensorkit import jsonl, ktrail, machine_lock, probe, until
 
 from ktrail.store import DEFAULT_PATH
-
-
-def until(what: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Polls `what` until it returns something true: the sensor commits
-    every drain, but the first batches of a busy start may take a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
-
-
-def probe(tmp_path: Path) -> str:
-    """A copy of /bin/true with a name no other test or process uses."""
-    path = tmp_path / f"ktrail-probe-{uuid.uuid4().hex[:8]}"
-    shutil.copy("/bin/true", path)
-    return str(path)
 
 
 def query_json(*argv: str) -> list[dict[str, Any]]:
