@@ -9,7 +9,7 @@
  * filename of an open or the address of a connect.
  *
  * Canonical arguments and string slots (decoded by src/ktrail/decode/):
- *   io_uring  opcode, fd, user_data, request flags, open flags, dirfd
+ *   io_uring  opcode, fd, user_data, request flags (opens: mode), open flags, dirfd
  *             slots path (open: as given; else the fd's path), base, sockaddr, socket tuple
  */
 #include "syscall.bpf.h"
@@ -17,6 +17,7 @@
 #define KT_IORING_OP_CONNECT 16
 #define KT_IORING_OP_OPENAT 18
 #define KT_IORING_OP_OPENAT2 28
+#define KT_IORING_SETUP_SQPOLL 2
 
 /* Opcodes reported, one bit each (set by the loader). */
 const volatile __u64 kt_uring_ops = 0;
@@ -40,6 +41,9 @@ static __always_inline int uring_submit(struct io_kiocb *req)
 	e->args[2] = BPF_CORE_READ(req, cqe.user_data);
 	e->args[3] = BPF_CORE_READ(req, flags);
 	e->args[4] = e->args[5] = 0;
+	/* With SQPOLL the ring's own kernel thread submits: no syscall at all. */
+	if (BPF_CORE_READ(req, ctx, flags) & KT_IORING_SETUP_SQPOLL)
+		e->flags |= KT_SYS_SQPOLL;
 
 	if (op == KT_IORING_OP_OPENAT || op == KT_IORING_OP_OPENAT2) {
 		/* The prepared command sits at the start of the request. */
@@ -48,6 +52,7 @@ static __always_inline int uring_submit(struct io_kiocb *req)
 		long dfd = BPF_CORE_READ(o, dfd);
 		char c = 0;
 
+		e->args[3] = BPF_CORE_READ(o, how.mode);
 		e->args[4] = BPF_CORE_READ(o, how.flags);
 		e->args[5] = dfd;
 		off = put_str(e, 0, off, name, false);

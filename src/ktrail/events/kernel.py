@@ -4,6 +4,7 @@ requests (bpf/kernel.bpf.c, bpf/uring.bpf.c)."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
 from ktrail.events.model import (
@@ -32,6 +33,9 @@ from ktrail.events.values import (
     sock_tuple,
     sockaddr,
 )
+from ktrail.strings import B64
+
+B64_PATH = "path" + B64
 
 
 def module(args: list[int], strs: list[Any]) -> Objects:
@@ -90,12 +94,59 @@ def io_uring(args: list[int], strs: list[Any]) -> Objects:
                                                                                         given)
     if op < len(IORING_OPS) and IORING_OPS[op] in ("OPENAT", "OPENAT2"):
         obj["flags"] = open_flags(args[4])
+        obj["mode"] = f"{args[3] & 0o7777:04o}"
         obj["fd"] = None  # the request's fd slot is not the open's; its dirfd is in the path
     out: Objects = {"io_uring": obj}
     asked, sock = sockaddr(strs[2]), sock_tuple(strs[3])
     if asked or sock:
         out["net"] = net_fields(asked, sock, asked_is_remote=True)
     return out
+
+
+# An io_uring request's effect is the event its syscall would make: rules
+# about opens and connects then see both doors without a rule of their own.
+_WRITES = frozenset(("O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"))
+# Not BIND: the kernel program does not read its address, and the socket's
+# own is not bound yet at submit.
+_AS_NET = {"IORING_OP_CONNECT": "connect", "IORING_OP_ACCEPT": "accept",
+           "IORING_OP_LISTEN": "listen"}
+
+
+def uring_effect(objs: Objects, watched: Callable[[str], bool]) -> tuple[str, Objects]:
+    """The event type and objects an io_uring request stands for.
+
+    Opens become `open` (watched path, or for writing) or `create` (O_CREAT),
+    with the `file` object an open's syscall gives; connect, accept and listen
+    become their network events. The `io_uring` object stays beside
+    them. Other requests, and reads of unwatched files (which the syscall
+    door does not report either), stay `io_uring` events.
+    """
+    u = objs["io_uring"]
+    op = u["opcode"]
+    if op in ("IORING_OP_OPENAT", "IORING_OP_OPENAT2"):
+        path = u.get("path")
+        flags = u.get("flags") or []
+        if path is None:
+            return "io_uring", objs
+        if path.startswith("/"):
+            # Empty and "." components change nothing the kernel opens; kept,
+            # they would let "/etc//shadow" pass rules that name "/etc/shadow".
+            # ".." is kept: behind a symlink it is not the lexical parent.
+            path = "/" + "/".join(c for c in path.split("/") if c not in ("", "."))
+        f: dict[str, Any] = {"path": path, "flags": flags, "mode": u.get("mode")}
+        if B64_PATH in u:
+            f["path" + B64] = u[B64_PATH]
+        if "O_CREAT" in flags:
+            return "create", {"file": f, "io_uring": u}
+        if watched(path):
+            f["watched"] = True
+        elif _WRITES.isdisjoint(flags):
+            return "io_uring", objs
+        return "open", {"file": f, "io_uring": u}
+    kind = _AS_NET.get(op)
+    if kind is not None and "net" in objs:
+        return kind, objs
+    return "io_uring", objs
 
 
 def _module_summary(e: Event) -> str:
@@ -177,8 +228,9 @@ KINDS = (
                       Field("namespace.ns", "string or null", "setns: the namespace entered, "
                             "as `/proc/PID/ns` shows it (`uts:[4026531838]`)")),
               summary=_ns_summary),
-    EventKind("io_uring", 40, "kernel", "io_uring requests submitted: opens, connects, "
-              "renames... (every opcode in full)",
+    EventKind("io_uring", 40, "kernel", "io_uring requests submitted that are not an "
+              "`open`, `create`, `connect`, `accept` or `listen` event: renames, unlinks, "
+              "sockets, reads of unwatched files... (every opcode in full)",
               choices=(
                   Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req",
                        tracepoint="io_uring/io_uring_submit_req"),
@@ -193,6 +245,9 @@ KINDS = (
                       Field("io_uring.path", "string or null", "an open's path, resolved "
                             "against its dirfd or cwd; else the target fd's path"),
                       Field("io_uring.flags", "list of strings", "opens: the `O_*` flags"),
+                      Field("io_uring.mode", "string", "opens: the mode asked for, octal"),
+                      Field("io_uring.sqpoll", "bool", "submitted by the ring's kernel thread "
+                            "(`IORING_SETUP_SQPOLL`): no syscall was made"),
                       *NET_FIELDS),
               summary=_uring_summary, path="io_uring.path", addr=True, falco=()),
 )
