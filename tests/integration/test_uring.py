@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,9 @@ def test_uring_open_and_connect(sensor, uring_prog: Path, tmp_path: Path) -> Non
     assert [e["evt"]["syscall"] for e in t.by_pid(p.pid, "connect")] == ["io_uring_enter"]
 
 
-# Opens a file, or connects to 127.0.0.1, through io_uring only; with "sqpoll"
-# the ring's kernel thread submits, so the process makes no syscall for it.
+# Opens a file, renames one, makes a symlink, or connects to 127.0.0.1, through
+# io_uring only; with "sqpoll" (opens) the ring's kernel thread submits, so the
+# process makes no syscall for it.
 ATTACK = r"""
 #include <liburing.h>
 #include <arpa/inet.h>
@@ -99,6 +101,10 @@ int main(int argc, char **argv)
 	sqe = io_uring_get_sqe(&ring);
 	if (!strcmp(argv[1], "open")) {
 		io_uring_prep_openat(sqe, AT_FDCWD, argv[2], O_RDONLY, 0);
+	} else if (!strcmp(argv[1], "rename")) {
+		io_uring_prep_renameat(sqe, AT_FDCWD, argv[2], AT_FDCWD, argv[3], 0);
+	} else if (!strcmp(argv[1], "symlink")) {
+		io_uring_prep_symlinkat(sqe, argv[2], AT_FDCWD, argv[3]);
 	} else {
 		s = socket(AF_INET, SOCK_STREAM, 0);
 		sa.sin_family = AF_INET;
@@ -176,3 +182,31 @@ def test_unprivileged_connect_through_io_uring_is_a_reverse_shell(
     [ev] = a["alert"]["events"]
     assert ev["evt"]["type"] == "connect" and ev["evt"]["syscall"] == "io_uring_enter"
     assert ev["io_uring"]["opcode"] == "IORING_OP_CONNECT" and ev["user"]["uid"] == 65534
+
+
+def test_rename_and_symlink_through_io_uring_are_file_events(
+        sensor, attack_dir: Path) -> None:
+    # Where nobody can write: pytest's own directories are root's alone.
+    d = Path(tempfile.mkdtemp(prefix="ktrail-uring-"))
+    try:
+        d.chmod(0o777)
+        (d / "old").write_text("x")
+        s = sensor()
+        ren = subprocess.Popen([str(attack_dir / "ushadow"), "rename", "old", "new"], cwd=d)
+        assert ren.wait(timeout=60) == 0
+        # An unprivileged user sends its history to /dev/null.
+        sym = subprocess.Popen([*NOBODY, str(attack_dir / "ushadow"), "symlink", "/dev/null",
+                                str(d / ".bash_history")])
+        assert sym.wait(timeout=60) == 0
+        t = s.stop()
+    finally:
+        shutil.rmtree(d)
+    [mv] = t.by_pid(ren.pid, "rename")
+    assert (mv["file"]["path"], mv["file"]["new_path"]) == (f"{d}/old", f"{d}/new")
+    assert mv["io_uring"]["opcode"] == "IORING_OP_RENAMEAT"
+    [ln] = [e for e in t.started_by(os.getpid(), "symlink") if "io_uring" in e]
+    assert ln["file"] == {"target": "/dev/null", "path": f"{d}/.bash_history"}
+    assert ln["user"]["uid"] == 65534
+    [a] = [a for a in t.started_by(os.getpid(), "alert")
+           if a["alert"]["rule"] == "Shell history tampered with"]
+    assert f"{d}/.bash_history" in a["alert"]["output"]

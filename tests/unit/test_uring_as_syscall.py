@@ -34,6 +34,7 @@ def _dpath(path: str) -> bytes:
 
 def uring_record(op: str, *, path: str | None = None, base: str | None = None,
                  open_flags: int = 0, mode: int = 0, addr: tuple[str, int] | None = None,
+                 new_path: str | None = None, new_base: str | None = None,
                  comm: bytes = b"prog", pid: int = 31337, sqpoll: bool = False) -> bytes:
     """An io_uring submission record as bpf/uring.bpf.c builds it."""
     slots: list[tuple[bytes, int]] = [(b"", 0)] * 4
@@ -51,6 +52,11 @@ def uring_record(op: str, *, path: str | None = None, base: str | None = None,
                           socket.IPPROTO_TCP, 40000, 0, socket.inet_aton("10.0.0.5"), b"")
         slots[2] = (sa, int(StrKind.BYTES))
         slots[3] = (tup, int(StrKind.BYTES))
+    if new_path is not None:  # rename, link, symlink: the new name in slots 2-3
+        slots[2] = (new_path.encode() + b"\0", int(StrKind.USER))
+    if new_base is not None:
+        slots[3] = (_dpath(new_base), int(StrKind.DPATH))
+        flags |= int(SysFlags.PATH_ROOTED) << 3
     if sqpoll:
         flags |= int(SysFlags.SQPOLL)
     tail = b"".join(s for s, _ in slots)
@@ -151,3 +157,36 @@ def test_the_submission_says_how_it_came_and_that_its_result_is_unknown(
 def test_the_store_files_it_under_its_path(tmp_path: Path) -> None:
     [ev] = events(tmp_path, uring_record("OPENAT", path="//etc/shadow", comm=b"python3"))
     assert _columns(ev, ev["evt"]["type"])[0] == "/etc/shadow"
+
+
+AT_REMOVEDIR = 0x200
+
+
+def test_renames_links_symlinks_and_unlinks_are_file_events(tmp_path: Path) -> None:
+    evs = events(tmp_path,
+                 uring_record("RENAMEAT", path="job", base="/tmp", new_path="/etc/cron.d/job",
+                              comm=b"python3"),
+                 uring_record("LINKAT", path="/etc/shadow", new_path="s", new_base="/tmp",
+                              comm=b"python3"),
+                 uring_record("SYMLINKAT", path="/dev/null", new_path=".bash_history",
+                              new_base="/root", comm=b"python3"),
+                 uring_record("UNLINKAT", path="/var/log//auth.log", comm=b"python3"),
+                 uring_record("UNLINKAT", path="/tmp/d", open_flags=AT_REMOVEDIR,
+                              comm=b"python3"),
+                 uring_record("MKDIRAT", path="d", base="/tmp", mode=0o700, comm=b"python3"))
+    assert [e["evt"]["type"] for e in evs] == ["rename", "link", "symlink", "unlink", "rmdir",
+                                               "io_uring"]
+    rename, link, symlink, unlink, rmdir, mkdir = evs
+    assert rename["file"] == {"path": "/tmp/job", "new_path": "/etc/cron.d/job", "flags": 0}
+    assert link["file"]["path"] == "/etc/shadow" and link["file"]["new_path"] == "/tmp/s"
+    assert symlink["file"] == {"target": "/dev/null", "path": "/root/.bash_history"}
+    assert unlink["file"] == {"path": "/var/log/auth.log"}
+    assert rmdir["file"] == {"path": "/tmp/d"}
+    assert mkdir["io_uring"]["path"] == "/tmp/d" and mkdir["io_uring"]["mode"] == "0700"
+    for e in evs:
+        assert e["evt"]["syscall"] == "io_uring_enter" and e["evt"]["retval"] is None
+    assert alerts([rename]) == ["Cron job written", "Write below /etc"]
+    assert alerts([link]) == ["Link to a sensitive file", "Write below /etc"]
+    assert alerts([symlink]) == ["Shell history tampered with"]
+    assert alerts([unlink]) == ["Log file cleared"]
+    assert alerts([rmdir, mkdir]) == []
