@@ -190,3 +190,18 @@ def test_renames_links_symlinks_and_unlinks_are_file_events(tmp_path: Path) -> N
     assert alerts([symlink]) == ["Shell history tampered with"]
     assert alerts([unlink]) == ["Log file cleared"]
     assert alerts([rmdir, mkdir]) == []
+
+
+def test_falco_rules_see_the_io_uring_open_as_an_open(tmp_path: Path) -> None:
+    text = """
+- rule: Shadow opened
+  desc: t
+  condition: evt.type in (open, openat, openat2) and fd.name = /etc/shadow
+  output: "%proc.name opened %fd.name (%evt.type)"
+  priority: WARNING
+"""
+    rs = load(["f.yaml"], texts={"f.yaml": text}, dialect="falco")
+    evs = events(tmp_path, uring_record("OPENAT", path="/etc/shadow", comm=b"python3"),
+                 uring_record("OPENAT", path="/etc/shadow", comm=b"python3", sqpoll=True))
+    outs = [a["alert"]["output"] for a in Engine(rs).process(evs)]
+    assert outs == ["python3 opened /etc/shadow (open)"] * 2
