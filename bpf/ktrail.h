@@ -166,6 +166,7 @@ enum kt_sys_flags {
 	KT_SYS_PATH_ROOTED = 16, /* shifted left by slot: a DPATH reached the root */
 	KT_SYS_CREATED = 256,   /* open: the call created the file */
 	KT_SYS_WATCHED = 512,   /* open: the file is a watched (sensitive) path */
+	KT_SYS_SQPOLL = 1024,   /* io_uring: submitted by the ring's kernel thread (SQPOLL) */
 };
 
 /* kt_exec_event.flags */

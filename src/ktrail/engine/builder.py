@@ -86,7 +86,7 @@ def build(opts: SensorOptions, warn: TextIO = sys.stderr,
         if uevents is not None:
             closers.append(uevents.close)
         enricher = Enricher(table, clock, usermode_helpers="usermode_helper" in hooks,
-                            exec_events="exec" in hooks)
+                            exec_events="exec" in hooks, watch=opts.sensor.watch_paths)
         pipeline = Pipeline(sensor, reader, opts.reader, enricher, sinks, opts.run,
                             ignore=IgnoreFilter(opts.sensor.ignore), uevents=uevents,
                             detector=detector, warn=warn)

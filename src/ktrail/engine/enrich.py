@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import struct
 from collections import OrderedDict
+from pathlib import PurePosixPath
 from typing import Any
 
 from ktrail.decode.decoder import Batch
 from ktrail.decode.schema import EXEC, EXIT, FORK, SYS, ExecFlags, ForkFlags
 from ktrail.events import model
-from ktrail.events.model import Objects
+from ktrail.events.kernel import uring_effect
+from ktrail.events.model import Objects, SysFlags
 from ktrail.events.registry import KINDS, SYSCALL_NAMES, EventType
 from ktrail.events.values import errno_name, signal_name
+from ktrail.loader.watch import DEFAULT_WATCH
 from ktrail.memory import compacted
 from ktrail.process import Process, ProcessTable, make_exec_id
 from ktrail.strings import B64, COUNTS, b64, exact, for_json
@@ -51,6 +54,7 @@ _ARGS_TRUNCATED = int(ExecFlags.ARGS_TRUNCATED)
 _KERNEL_SPAWNED = int(ExecFlags.KERNEL_SPAWNED)
 _FILENAME_TRUNCATED = int(ExecFlags.FILENAME_TRUNCATED)
 _THREAD = int(ForkFlags.THREAD)
+_SQPOLL = int(SysFlags.SQPOLL)
 # What a record whose parts contradict each other (a string slot of another
 # kind than its type's decoding reads, a bad length) raises while it is made
 # into an event: such a record is counted as malformed and skipped, never
@@ -96,6 +100,23 @@ def decode_status(status: int) -> dict[str, Any]:
             "core_dumped": False, "status": status}
 
 
+class PathWatch:
+    """Whether a path is watched, by its text: the watch patterns (files, or
+    directories and everything below), as the kernel's inode set holds them.
+
+    For io_uring opens, recorded at submission, before the kernel has looked
+    the path up: there is no inode yet to check. Compared lexically, so a
+    symlink to a watched file or a `..` in the path is not recognised.
+    """
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+
+    def __call__(self, path: str) -> bool:
+        p = PurePosixPath("/" + path.lstrip("/"))  # "//" and "/./" mean nothing
+        return any(q.match(pat) for q in (p, *p.parents) for pat in self.patterns)
+
+
 class _Context:
     """What every event of one process image repeats, and the last `proc`
     object made from it with the per-event fields that made it."""
@@ -111,8 +132,10 @@ class _Context:
 
 class Enricher:
     def __init__(self, table: ProcessTable, clock: Clock, usermode_helpers: bool = True,
-                 exec_events: bool = True, max_contexts: int = 16384) -> None:
+                 exec_events: bool = True, max_contexts: int = 16384,
+                 watch: tuple[str, ...] = DEFAULT_WATCH) -> None:
         self.table = table
+        self.watched = PathWatch(watch)
         self.clock = clock
         # usermode_helper events are derived from exec records, which then
         # arrive even when exec itself is not selected.
@@ -259,7 +282,13 @@ class Enricher:
              args: list[int], lens: list[int], kinds: list[int]) -> Event:
         name, how = decoding
         flags = r[S_FLAGS]
-        syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
+        uring = name == "io_uring"
+        if uring:
+            # Submitted by io_uring_enter, or by the ring's kernel thread (no
+            # syscall at all).
+            syscall: str | None = None if flags & _SQPOLL else "io_uring_enter"
+        else:
+            syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
         if name in _TARGETED:
             # Named from the process table: not shared between events.
             objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
@@ -268,20 +297,30 @@ class Enricher:
                 objs = for_json(objs)
         else:
             key = (name, syscall, flags, tail, *args, *lens, *kinds)
-            objs = self._memo.get(key)
-            if objs is None:
+            memo = self._memo.get(key)
+            if memo is None:
                 seen = COUNTS.undecodable
                 objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags,
                                     syscall)
                 if COUNTS.undecodable != seen:  # a string was not UTF-8: made JSON-safe
                     objs = for_json(objs)
-                self._memo[key] = objs
+                if uring:
+                    objs["io_uring"]["sqpoll"] = syscall is None
+                    memo = uring_effect(objs, self.watched)
+                else:
+                    memo = (name, objs)
+                self._memo[key] = memo
+            name, objs = memo
         ev = self._base(name, r, self._actor(r))
-        retval = r[S_RETVAL]
         evt = ev["evt"]
         evt["syscall"] = syscall
-        evt["retval"] = retval
-        evt["error"] = errno_name(-retval) if retval < 0 else None
+        if uring:
+            # Recorded at submission: the result is not known yet.
+            evt["retval"] = evt["error"] = None
+        else:
+            retval = r[S_RETVAL]
+            evt["retval"] = retval
+            evt["error"] = errno_name(-retval) if retval < 0 else None
         ev.update(objs)
         return ev
 

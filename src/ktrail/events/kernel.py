@@ -4,6 +4,7 @@ requests (bpf/kernel.bpf.c, bpf/uring.bpf.c)."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
 from ktrail.events.model import (
@@ -14,6 +15,7 @@ from ktrail.events.model import (
     Hook,
     Objects,
     Path,
+    resolve,
     text_slot,
 )
 from ktrail.events.net import NET_FIELDS, endpoint
@@ -32,6 +34,9 @@ from ktrail.events.values import (
     sock_tuple,
     sockaddr,
 )
+from ktrail.strings import B64
+
+B64_PATH = "path" + B64
 
 
 def module(args: list[int], strs: list[Any]) -> Objects:
@@ -74,6 +79,10 @@ def namespace(args: list[int], strs: list[Any]) -> Objects:
                           "ns": f"{kind or 'ns'}:[{args[2]}]" if args[2] else None}}
 
 
+_NAMED = ("RENAMEAT", "LINKAT", "SYMLINKAT")
+AT_REMOVEDIR = [(0x200, "AT_REMOVEDIR")]
+
+
 def io_uring(args: list[int], strs: list[Any]) -> Objects:
     op = args[0]
     fd = signed64(args[1])
@@ -88,14 +97,102 @@ def io_uring(args: list[int], strs: list[Any]) -> Objects:
         # Joined, not normalised, as for syscall paths (model.resolve).
         obj["path"] = given if given.startswith("/") or base is None else posixpath.join(base,
                                                                                         given)
-    if op < len(IORING_OPS) and IORING_OPS[op] in ("OPENAT", "OPENAT2"):
+    name = IORING_OPS[op] if op < len(IORING_OPS) else None
+    if name in ("OPENAT", "OPENAT2"):
         obj["flags"] = open_flags(args[4])
+        obj["mode"] = f"{args[3] & 0o7777:04o}"
         obj["fd"] = None  # the request's fd slot is not the open's; its dirfd is in the path
+    elif name in _NAMED:
+        # Two names: slots 0-1 the old (a symlink's target, as given), 2-3 the new.
+        obj["fd"] = None
+        new = resolve(text_slot(strs[2]), text_slot(strs[3]))
+        if name == "SYMLINKAT":
+            f: dict[str, Any] = {"target": text_slot(strs[0]), "path": new}
+        else:
+            f = {"path": obj["path"], "new_path": new, "flags": args[4]}
+        obj["path"] = f["path"]
+        return {"io_uring": obj, "file": f}
+    elif name in ("UNLINKAT", "MKDIRAT"):
+        obj["fd"] = None
+        if name == "MKDIRAT":
+            obj["mode"] = f"{args[3] & 0o7777:04o}"
+        else:
+            obj["flags"] = bits(args[4], AT_REMOVEDIR)
+        return {"io_uring": obj}
     out: Objects = {"io_uring": obj}
     asked, sock = sockaddr(strs[2]), sock_tuple(strs[3])
     if asked or sock:
         out["net"] = net_fields(asked, sock, asked_is_remote=True)
     return out
+
+
+# An io_uring request's effect is the event its syscall would make: rules
+# about opens and connects then see both doors without a rule of their own.
+_WRITES = frozenset(("O_WRONLY", "O_RDWR", "O_TRUNC", "O_APPEND"))
+# Not BIND: the kernel program does not read its address, and the socket's
+# own is not bound yet at submit.
+_AS_NET = {"IORING_OP_CONNECT": "connect", "IORING_OP_ACCEPT": "accept",
+           "IORING_OP_LISTEN": "listen"}
+_AS_FILE = {"IORING_OP_RENAMEAT": "rename", "IORING_OP_LINKAT": "link",
+            "IORING_OP_SYMLINKAT": "symlink"}
+
+
+def uring_effect(objs: Objects, watched: Callable[[str], bool]) -> tuple[str, Objects]:
+    """The event type and objects an io_uring request stands for.
+
+    Opens become `open` (watched path, or for writing) or `create` (O_CREAT),
+    with the `file` object an open's syscall gives; renames, links, symlinks
+    and unlinks their file events; connect, accept and listen their network
+    events. The `io_uring` object stays beside them. Other requests (mkdir,
+    socket...), and reads of unwatched files (which the syscall door does not
+    report either), stay `io_uring` events.
+    """
+    u = objs["io_uring"]
+    op = u["opcode"]
+    if op in ("IORING_OP_OPENAT", "IORING_OP_OPENAT2"):
+        path = u.get("path")
+        flags = u.get("flags") or []
+        if path is None:
+            return "io_uring", objs
+        path = _clean(path)
+        f: dict[str, Any] = {"path": path, "flags": flags, "mode": u.get("mode")}
+        if B64_PATH in u:
+            f["path" + B64] = u[B64_PATH]
+        if "O_CREAT" in flags:
+            return "create", {"file": f, "io_uring": u}
+        if watched(path):
+            f["watched"] = True
+        elif _WRITES.isdisjoint(flags):
+            return "io_uring", objs
+        return "open", {"file": f, "io_uring": u}
+    kind = _AS_NET.get(op)
+    if kind is not None and "net" in objs:
+        return kind, objs
+    if "file" in objs or op == "IORING_OP_UNLINKAT":
+        f = objs.get("file")
+        if f is None:  # unlink: its one name
+            f = {"path": u.get("path")}
+            if B64_PATH in u:
+                f[B64_PATH] = u[B64_PATH]
+        f = dict(f)
+        for key in ("path", "new_path"):
+            if isinstance(f.get(key), str):
+                f[key] = _clean(f[key])
+        kind = _AS_FILE.get(op)
+        if op == "IORING_OP_UNLINKAT":
+            kind = "rmdir" if "AT_REMOVEDIR" in (u.get("flags") or ()) else "unlink"
+        if kind is not None and f.get("path") is not None:
+            return kind, {**objs, "file": f}
+    return "io_uring", objs
+
+
+def _clean(path: str) -> str:
+    """Empty and "." components dropped: they change nothing the kernel
+    opens, and kept, they would let "/etc//shadow" pass rules that name
+    "/etc/shadow". ".." is kept: behind a symlink it is not the lexical parent."""
+    if not path.startswith("/"):
+        return path
+    return "/" + "/".join(c for c in path.split("/") if c not in ("", "."))
 
 
 def _module_summary(e: Event) -> str:
@@ -177,8 +274,9 @@ KINDS = (
                       Field("namespace.ns", "string or null", "setns: the namespace entered, "
                             "as `/proc/PID/ns` shows it (`uts:[4026531838]`)")),
               summary=_ns_summary),
-    EventKind("io_uring", 40, "kernel", "io_uring requests submitted: opens, connects, "
-              "renames... (every opcode in full)",
+    EventKind("io_uring", 40, "kernel", "io_uring requests submitted that are not reported "
+              "as the file or network event they amount to: mkdir, socket, bind, reads of "
+              "unwatched files... (every opcode in full)",
               choices=(
                   Hook("tp_btf", ("kt_uring_submit",), "io_uring:io_uring_submit_req",
                        tracepoint="io_uring/io_uring_submit_req"),
@@ -190,9 +288,15 @@ KINDS = (
               fields=(Field("io_uring.opcode", "string", "`IORING_OP_OPENAT`..."),
                       Field("io_uring.fd", "int or null", "the request's target fd"),
                       Field("io_uring.user_data", "int", "the request's user data"),
-                      Field("io_uring.path", "string or null", "an open's path, resolved "
-                            "against its dirfd or cwd; else the target fd's path"),
-                      Field("io_uring.flags", "list of strings", "opens: the `O_*` flags"),
+                      Field("io_uring.path", "string or null", "the path of an open, "
+                            "mkdir, unlink, rename (old name), link or symlink (the link), "
+                            "resolved against its dirfd or cwd; else the target fd's path"),
+                      Field("io_uring.flags", "list of strings", "opens: the `O_*` flags; "
+                            "unlink: `AT_REMOVEDIR`"),
+                      Field("io_uring.mode", "string", "opens, mkdir: the mode asked for, "
+                            "octal"),
+                      Field("io_uring.sqpoll", "bool", "submitted by the ring's kernel thread "
+                            "(`IORING_SETUP_SQPOLL`): no syscall was made"),
                       *NET_FIELDS),
               summary=_uring_summary, path="io_uring.path", addr=True, falco=()),
 )

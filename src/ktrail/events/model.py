@@ -38,6 +38,7 @@ class SysFlags(enum.IntFlag):
     PATH_ROOTED = 16    # << slot
     CREATED = 256
     WATCHED = 512
+    SQPOLL = 1024       # io_uring: submitted by the ring's kernel thread
 
 
 @dataclass(frozen=True)

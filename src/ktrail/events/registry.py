@@ -85,8 +85,11 @@ COMMON: tuple[Field, ...] = (
 )
 # Fields of every event built from a syscall (kt_sys_event records).
 SYSCALL_COMMON: tuple[Field, ...] = (
-    Field("evt.syscall", "string", "the syscall that produced it (`openat`, `renameat2`...)"),
-    Field("evt.retval", "int", "its return value"),
+    Field("evt.syscall", "string or null", "the syscall that produced it (`openat`, "
+          "`renameat2`...); for work submitted through io_uring `io_uring_enter`, or null when "
+          "the ring's kernel thread submitted it (SQPOLL)"),
+    Field("evt.retval", "int or null", "its return value; null when not known (io_uring "
+          "work is recorded at submission, before it completes)"),
     Field("evt.error", "string or null", "errno name when it failed (`ENOENT`, `EACCES`...)"),
 )
 

@@ -198,7 +198,9 @@ for _t, _names in FALCO_EVT_TYPES.items():
 
 def _falco_evt_type(e: Event) -> Any:
     sc = e["evt"].get("syscall")
-    if sc:
+    # Work submitted through io_uring (evt.syscall io_uring_enter, or none
+    # under SQPOLL) is named by its effect, as the syscall would be.
+    if sc and sc != "io_uring_enter":
         return "umount2" if sc == "umount" else sc
     return FALCO_EVT_TYPES.get(e["evt"]["type"], (e["evt"]["type"],))[0]
 
