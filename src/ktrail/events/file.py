@@ -17,6 +17,7 @@ from ktrail.events.model import (
     Str,
     text_slot,
 )
+from ktrail.events.values import signed64
 
 PATH = Field("file.path", "string", "the file (for `link` the existing one, for `symlink` the "
              "new link)")
@@ -50,10 +51,10 @@ _OPENS = ("open", "openat", "openat2", "creat")
 def by_handle(args: list[int], strs: list[Any]) -> Objects:
     """open_by_handle_at: the handle as given, and the mount it was opened on."""
     raw = strs[2] if isinstance(strs[2], bytes) else b""
-    return {"file": {"handle": {"type": args[3] - (1 << 32) if args[3] >= 1 << 31 else args[3],
+    htype = args[3] & 0xFFFFFFFF  # an int in struct file_handle
+    return {"file": {"handle": {"type": htype - (1 << 32) if htype >= 1 << 31 else htype,
                                 "size": args[4], "bytes": raw.hex(),
-                                "mount_fd": args[0] - (1 << 64) if args[0] >= 1 << 63
-                                else args[0],
+                                "mount_fd": signed64(args[0]),
                                 "mount_path": text_slot(strs[3])}}}
 
 
