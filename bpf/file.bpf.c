@@ -5,6 +5,10 @@
  * Canonical arguments and string slots per event type (decoded by
  * src/ktrail/decode/syscalls.py):
  *   open, create  args dirfd, flags, mode          slots path, base
+ *                 /proc/PID/mem (KT_SYS_PROC_MEM): args[3] its process's
+ *                 tgid, args[4] that process's start_boottime
+ *   open (open_by_handle_at)  args mount fd, flags, 0, handle type, handle
+ *                 bytes declared        slots path, -, handle bytes, mount fd's path
  *   unlink, rmdir args dirfd, flags                slots path, base
  *   rename, link  args olddirfd, newdirfd, flags   slots old, old base, new, new base
  *   symlink       args newdirfd                    slots target, -, link, link base
@@ -70,6 +74,49 @@ static __always_inline bool watched(struct file *f)
 	return watch_hit(d, dev, 1 | 2) || watch_hit(BPF_CORE_READ(d, d_parent), dev, 2);
 }
 
+#define KT_PROC_SUPER_MAGIC 0x9fa0
+#define KT_MAX_HANDLE_SZ 128
+
+/* /proc/PID/mem or /proc/PID/task/TID/mem: a file named "mem" on procfs
+ * whose inode names a process. The process is the one procfs keeps in the
+ * inode, so /proc/self/mem, a relative path or a dirfd on /proc/PID all come
+ * to the same. Its tgid (0 when it has exited) and start time go to *tgid,
+ * *start. Costs one superblock read for an open elsewhere. */
+static __always_inline bool proc_mem(struct file *f, __u32 *tgid, __u64 *start)
+{
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	struct dentry *d;
+	struct proc_inode *pi;
+	struct hlist_node *first;
+	struct task_struct *t;
+	struct pid *pid;
+	char name[4] = {};
+
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != KT_PROC_SUPER_MAGIC)
+		return false;
+	d = BPF_CORE_READ(f, f_path.dentry);
+	if (BPF_CORE_READ(d, d_name.len) != 3)
+		return false;
+	bpf_probe_read_kernel(name, 3, BPF_CORE_READ(d, d_name.name));
+	if (name[0] != 'm' || name[1] != 'e' || name[2] != 'm')
+		return false;
+	pi = (struct proc_inode *)((void *)inode - bpf_core_field_offset(struct proc_inode,
+									  vfs_inode));
+	pid = BPF_CORE_READ(pi, pid);
+	if (!pid)
+		return false; /* not a process's file */
+	*tgid = 0;
+	*start = 0;
+	first = BPF_CORE_READ(pid, tasks[0].first); /* PIDTYPE_PID */
+	if (first) {
+		t = (struct task_struct *)((void *)first -
+					   bpf_core_field_offset(struct task_struct, pid_links));
+		*tgid = BPF_CORE_READ(t, tgid);
+		*start = BPF_CORE_READ(t, group_leader, start_boottime);
+	}
+	return true;
+}
+
 /* Opens: a file created is `create`; an open of a watched file is `open`, and
  * so is any open for writing when kt_open_writes is set. A failed attempt to
  * create (or, with kt_open_writes, to write) is reported too. */
@@ -79,7 +126,8 @@ static __always_inline int on_open(struct kt_sys_event *e, long ret, long dirfd,
 	bool write = (flags & KT_O_ACCMODE) || (flags & (KT_O_CREAT | KT_O_TRUNC));
 	__u16 type = KT_EVENT_OPEN;
 	struct file *f;
-	__u64 off;
+	__u64 off, start;
+	__u32 tgid;
 
 	e->args[0] = dirfd;
 	e->args[1] = flags;
@@ -104,6 +152,13 @@ static __always_inline int on_open(struct kt_sys_event *e, long ret, long dirfd,
 		type = KT_EVENT_CREATE;
 	} else if (kt_watch_enabled && watched(f)) {
 		e->flags |= KT_SYS_WATCHED;
+	} else if (proc_mem(f, &tgid, &start) &&
+		   (write || tgid != bpf_get_current_pid_tgid() >> 32)) {
+		/* Another process's memory, or any write to one: injection, or
+		 * credential dumping. Reading one's own is not reported. */
+		e->flags |= KT_SYS_PROC_MEM;
+		e->args[3] = tgid;
+		e->args[4] = start;
 	} else if (!(write && kt_open_writes)) {
 		return 0;
 	}
@@ -134,6 +189,41 @@ SYSCALL(openat2, 4)
 
 	bpf_probe_read_user(&how, sizeof(how), ARG(2, void *));
 	return on_open(e, ret, e->args[0], ARG(1, const char *), how.flags, how.mode);
+}
+
+/* open_by_handle_at: a file opened from a handle, not a path (Shocker
+ * escapes a container with it). Every call is an `open`: it is rare, and
+ * needs CAP_DAC_READ_SEARCH. The kernel's path of the file opened, the
+ * handle's bytes as given and the mount fd's path. */
+SYSCALL(open_by_handle_at, 3)
+{
+	struct { __u32 bytes; __s32 type; } h = {};
+	void *uh = ARG(1, void *);
+	long mfd = e->args[0];
+	__u64 off = 0, n;
+	struct file *f;
+
+	bpf_probe_read_user(&h, sizeof(h), uh);
+	e->args[1] = e->args[2]; /* flags */
+	e->args[2] = 0;
+	e->args[3] = h.type;
+	e->args[4] = h.bytes;
+	e->args[5] = 0;
+	f = ret >= 0 ? fd_file(ret) : NULL;
+	if (f) {
+		if (kt_watch_enabled && watched(f))
+			e->flags |= KT_SYS_WATCHED;
+		off = put_file_path(e, 0, 0, f);
+	}
+	n = h.bytes > KT_MAX_HANDLE_SZ ? KT_MAX_HANDLE_SZ : h.bytes;
+	if (uh)
+		off = put_user_bytes(e, 2, off, uh + 8, n);
+	if ((int)mfd == KT_AT_FDCWD)
+		off = put_cwd(e, 3, off);
+	else
+		off = put_fd_path(e, 3, off, mfd);
+	sys_submit(e, KT_EVENT_OPEN, off);
+	return 0;
 }
 
 /* --- unlink, rmdir --- */

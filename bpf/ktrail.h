@@ -69,6 +69,7 @@ enum kt_event_type {
 	/* No BPF record: device events come from the kernel's uevent netlink
 	 * broadcast. Numbered here so both sides share one list of types. */
 	KT_EVENT_DEVICE = 41,
+	KT_EVENT_PROCESS_VM = 42,
 };
 
 /* The syscall behind a kt_sys_event, independent of the architecture's
@@ -136,6 +137,9 @@ enum kt_syscall {
 	KT_SC_umount = 60,  /* umount2(2); its tracepoint is sys_*_umount */
 	KT_SC_unshare = 61,
 	KT_SC_setns = 62,
+	KT_SC_open_by_handle_at = 63,  /* an `open` event, added after setns */
+	KT_SC_process_vm_readv = 64,
+	KT_SC_process_vm_writev = 65,
 };
 
 /* A socket as the kernel holds it, written into a string slot (KT_STR_BYTES)
@@ -167,6 +171,7 @@ enum kt_sys_flags {
 	KT_SYS_CREATED = 256,   /* open: the call created the file */
 	KT_SYS_WATCHED = 512,   /* open: the file is a watched (sensitive) path */
 	KT_SYS_SQPOLL = 1024,   /* io_uring: submitted by the ring's kernel thread (SQPOLL) */
+	KT_SYS_PROC_MEM = 2048, /* open: /proc/PID/mem; args[3], args[4]: its process */
 };
 
 /* kt_exec_event.flags */

@@ -12,6 +12,8 @@
  *   exec_memory     addr, len, prot, flags, fd
  *   setuid          real, effective, saved asked (-1 = unchanged); real,
  *                   effective, saved after (uids, or gids for the gid calls)
+ *   process_vm      target pid, local iovcnt, remote iovcnt, remote bytes
+ *                   (first 4 iovecs), flags, first remote address
  *   (privilege_escalation is emitted by syscall.bpf.h on any traced syscall)
  */
 #include "syscall.bpf.h"
@@ -203,4 +205,73 @@ SYSCALL(capset, 2)
 	e->args[2] = d[0].inheritable | ((__u64)d[1].inheritable << 32);
 	sys_submit(e, KT_EVENT_SETUID, 0);
 	return 0;
+}
+
+/* --- process_vm_readv / process_vm_writev: another process's memory --- */
+
+#define KT_IOV_SUMMED 4
+
+/* The caller's tgid as its own pid namespace numbers it: the pid argument
+ * of process_vm_* is in that namespace. */
+static __always_inline __u32 current_vtgid(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct pid *p = BPF_CORE_READ(task, group_leader, thread_pid);
+	unsigned int level = BPF_CORE_READ(p, level);
+	struct upid up = {};
+
+	bpf_probe_read_kernel(&up, sizeof(up), &p->numbers[level & 31]);
+	return up.nr;
+}
+
+/* Filtered at entry: a process reading its own memory this way (a safe
+ * probe of a pointer) is not reported. */
+static __always_inline int enter_process_vm(const unsigned long *args)
+{
+	if ((__u32)args[0] == current_vtgid())
+		return 0;
+	return sys_save(args, 6);
+}
+
+static __always_inline int exit_process_vm(struct kt_sys_event *e)
+{
+	struct { __u64 base, len; } iov;
+	void *remote = ARG(3, void *);
+	__u64 cnt = e->args[4], total = 0, first = 0;
+	int i;
+
+	for (i = 0; i < KT_IOV_SUMMED; i++) {
+		if (i >= cnt || bpf_probe_read_user(&iov, sizeof(iov), remote + i * sizeof(iov)))
+			break;
+		if (i == 0)
+			first = iov.base;
+		total += iov.len;
+	}
+	e->args[1] = e->args[2]; /* local iovcnt */
+	e->args[2] = cnt;
+	e->args[3] = total;
+	e->args[4] = e->args[5]; /* flags */
+	e->args[5] = first;
+	sys_submit(e, KT_EVENT_PROCESS_VM, 0);
+	return 0;
+}
+
+SYS_ENTER_FN(process_vm_readv, 6)
+{
+	return enter_process_vm(args);
+}
+
+SYS_EXIT(process_vm_readv)
+{
+	return exit_process_vm(e);
+}
+
+SYS_ENTER_FN(process_vm_writev, 6)
+{
+	return enter_process_vm(args);
+}
+
+SYS_EXIT(process_vm_writev)
+{
+	return exit_process_vm(e);
 }

@@ -40,10 +40,42 @@ unshare -m true
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
 socket.create_connection(s.getsockname()).close()
 open("port", "w").write(str(s.getsockname()[1]))'
+echo x > /run/ktrail-handle
+"$PY" doors.py
 sleep 1
 kill -TERM $sensor
 wait $sensor
 echo $? > sensor.rc
+"""
+
+
+# Another process's memory written (process_vm_writev, /proc/PID/mem) and a
+# file opened by handle (on /run, a tmpfs: 9p has no handles), via ctypes.
+DOORS = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+class Iov(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class Handle(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint), ("type", ctypes.c_int), ("b", ctypes.c_ubyte * 128)]
+victim = ctypes.create_string_buffer(b"untouched")
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.read(r, 1)
+    os._exit(0 if victim.raw[:8] == b"INJECTED" else 3)
+src = ctypes.create_string_buffer(b"INJECTED")
+mine, theirs = Iov(ctypes.addressof(src), 8), Iov(ctypes.addressof(victim), 8)
+assert libc.process_vm_writev(child, ctypes.byref(mine), 1, ctypes.byref(theirs), 1, 0) == 8
+os.close(os.open(f"/proc/{child}/mem", os.O_RDWR))
+h, mount_id = Handle(128), ctypes.c_int()
+assert libc.name_to_handle_at(-100, b"/run/ktrail-handle", ctypes.byref(h),
+                              ctypes.byref(mount_id), 0) == 0
+mount_fd = os.open("/run", os.O_RDONLY)
+assert libc.open_by_handle_at(mount_fd, ctypes.byref(h), 0) >= 0
+os.write(w, b"x")
+assert os.waitpid(child, 0)[1] == 0
+open("doors", "w").write(f"{os.getpid()} {child}")
 """
 
 
@@ -53,6 +85,7 @@ def vm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = dict(os.environ, OUT=str(out), PY=sys.executable)
     script = out / "script.sh"
     script.write_text(SCRIPT)
+    (out / "doors.py").write_text(DOORS)
     p = subprocess.run([str(BOOT), "--share", str(out), "--timeout", "900", "--",
                         "env", f"OUT={out}", f"PY={sys.executable}", "sh", str(script)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
@@ -69,7 +102,8 @@ def test_doctor_on_61_finds_every_mechanism(vm_run: Path) -> None:
     ev = r["events"]
     # Before Linux 6.4 the io_uring tracepoint had another name.
     assert ev["io_uring"]["hooks"] == ["tp_btf:io_uring:io_uring_submit_sqe"]
-    for name in ("rename", "connect", "dns", "setuid", "ptrace", "module_load", "bpf"):
+    for name in ("rename", "connect", "dns", "setuid", "ptrace", "module_load", "bpf",
+                 "process_vm"):
         assert ev[name]["hooks"][0].startswith("fentry:"), (name, ev[name])
 
 
@@ -103,6 +137,19 @@ def test_events_through_fentry_match_the_tracepoint_path(vm_run: Path) -> None:
     port = int((vm_run / "port").read_text())
     connects = [e for e in by_type["connect"] if e["net"].get("dport") == port]
     assert connects and connects[0]["net"]["daddr"] == "127.0.0.1", by_type.get("connect")
+
+    pid, child = map(int, (vm_run / "doors").read_text().split())
+    [vm] = [e for e in by_type["process_vm"] if e["proc"]["pid"] == pid]
+    assert vm["evt"]["syscall"] == "process_vm_writev" and vm["evt"]["retval"] == 8
+    assert vm["process_vm"]["target"]["pid"] == child
+    opens = [e for e in by_type["open"] if e["proc"]["pid"] == pid]
+    [mem] = [e for e in opens if "mem_target" in e["file"]]
+    assert mem["file"]["path"] == f"/proc/{child}/mem"
+    assert mem["file"]["mem_target"]["pid"] == child
+    assert mem["file"]["mem_target"]["self"] is False
+    [handle] = [e for e in opens if e["evt"]["syscall"] == "open_by_handle_at"]
+    assert handle["file"]["path"] == "/run/ktrail-handle"
+    assert handle["file"]["handle"]["mount_path"] == "/run"
 
     final = by_type["stats"][-1]["stats"]
     assert final["final"] and final["kernel"]["dropped_total"] == 0

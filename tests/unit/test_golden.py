@@ -67,6 +67,8 @@ NOT_RECORDED = {
     "device": "read from the kernel's uevent netlink socket, never from the BPF ring",
     "usermode_helper": "a program the kernel starts: its parent is a kernel thread, "
                        "outside the scenario's process tree",
+    "process_vm": "needs a second process to read or write; recorded with its target by "
+                  "tests/integration/test_i13_doors.py instead of growing the golden scenario",
 }
 
 

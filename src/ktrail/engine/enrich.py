@@ -45,7 +45,8 @@ TYPE, TS, SEQ, START, CPU, PID, TID, PPID, UID, GID, COMM = (
 
 EVENT_NAMES = {k.id: k.name for k in KINDS}
 # Types whose object names another process, looked up when the event is made.
-_TARGETED = frozenset({"kill", "ptrace"})
+_TARGETED = frozenset({"kill", "ptrace", "process_vm"})
+_PROC_MEM = int(model.SysFlags.PROC_MEM)
 # Syscall-backed types: how their records decode.
 DECODINGS: dict[int, tuple[str, model.Decoding]] = {
     k.id: (k.name, k.decoding) for k in KINDS if k.decoding is not None}
@@ -278,6 +279,17 @@ class Enricher:
         target["exe"] = p.exe if p else None
         target["comm"] = p.comm if p else None
 
+    def _mem_target(self, target: dict[str, Any], pid: int) -> None:
+        """Names the process of a /proc/PID/mem open: the kernel gave its
+        exact identity (tgid and start), the table its program."""
+        start_ns = target.pop("start_ns")
+        exec_id = make_exec_id(target["pid"], ticks(start_ns)) if target["pid"] else None
+        p = self.table.get_by_exec_id(exec_id) if exec_id else None
+        target["exec_id"] = exec_id
+        target["exe"] = p.exe if p else None
+        target["comm"] = p.comm if p else None
+        target["self"] = target["pid"] == pid
+
     def _sys(self, decoding: tuple[str, model.Decoding], r: tuple, tail: bytes,
              args: list[int], lens: list[int], kinds: list[int]) -> Event:
         name, how = decoding
@@ -289,10 +301,13 @@ class Enricher:
             syscall: str | None = None if flags & _SQPOLL else "io_uring_enter"
         else:
             syscall = SYSCALL_NAMES.get(r[S_SYSCALL], str(r[S_SYSCALL]))
-        if name in _TARGETED:
+        if name in _TARGETED or flags & _PROC_MEM:
             # Named from the process table: not shared between events.
             objs = model.decode(how, args, model.slots(tail, lens, kinds, flags), flags, syscall)
-            self._target(objs[name])
+            if flags & _PROC_MEM:
+                self._mem_target(objs[how.obj]["mem_target"], r[PID])
+            else:
+                self._target(objs[name])
             if COUNTS.undecodable:
                 objs = for_json(objs)
         else:

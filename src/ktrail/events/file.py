@@ -4,7 +4,20 @@ changes. bpf/file.bpf.c builds them; paths are absolute, rebuilt in the kernel."
 
 from __future__ import annotations
 
-from ktrail.events.model import Arg, Decoding, Event, EventKind, Field, Path, Str
+from typing import Any
+
+from ktrail.events.model import (
+    Arg,
+    Decoding,
+    Event,
+    EventKind,
+    Field,
+    Objects,
+    Path,
+    Str,
+    text_slot,
+)
+from ktrail.events.values import signed64
 
 PATH = Field("file.path", "string", "the file (for `link` the existing one, for `symlink` the "
              "new link)")
@@ -35,6 +48,39 @@ _OPEN = (Path("path", 0), Arg("flags", 1, "flags_open"), Arg("mode", 2, "oct"))
 _OPENS = ("open", "openat", "openat2", "creat")
 
 
+def by_handle(args: list[int], strs: list[Any]) -> Objects:
+    """open_by_handle_at: the handle as given, and the mount it was opened on."""
+    raw = strs[2] if isinstance(strs[2], bytes) else b""
+    htype = args[3] & 0xFFFFFFFF  # an int in struct file_handle
+    return {"file": {"handle": {"type": htype - (1 << 32) if htype >= 1 << 31 else htype,
+                                "size": args[4], "bytes": raw.hex(),
+                                "mount_fd": signed64(args[0]),
+                                "mount_path": text_slot(strs[3])}}}
+
+
+_HANDLE = (
+    Field("file.handle.type", "int", "`open_by_handle_at`: the handle's type (1: ext4/xfs inode "
+          "and generation, as Shocker forges...)"),
+    Field("file.handle.size", "int", "`open_by_handle_at`: the handle's length as the caller "
+          "declared it"),
+    Field("file.handle.bytes", "string", "`open_by_handle_at`: the handle's bytes, hex (at most "
+          "128, the kernel's limit)"),
+    Field("file.handle.mount_fd", "int", "`open_by_handle_at`: the fd naming the mount "
+          "(-100: the working directory)"),
+    Field("file.handle.mount_path", "string or null", "`open_by_handle_at`: that fd's path"),
+)
+_MEM_TARGET = (
+    Field("file.mem_target.pid", "int or null", "`/proc/PID/mem` opens: the process whose "
+          "memory it is (its tgid, whichever of `/proc/self`, `/proc/PID/task/TID` was used); "
+          "null when it had exited"),
+    Field("file.mem_target.exec_id", "string or null", "that process's identity, from the "
+          "kernel"),
+    Field("file.mem_target.exe", "string or null", "its program, from the process table"),
+    Field("file.mem_target.comm", "string or null", "its comm, from the process table"),
+    Field("file.mem_target.self", "bool", "the process opened its own memory"),
+)
+
+
 def _kind(name: str, id_: int, description: str, syscalls: tuple[str, ...],
           decoding: tuple, fields: tuple[Field, ...], summary=_path, default: bool = True,
           falco: tuple[str, ...] | None = None) -> EventKind:
@@ -44,8 +90,12 @@ def _kind(name: str, id_: int, description: str, syscalls: tuple[str, ...],
 
 
 KINDS = (
-    _kind("open", 10, "open for writing, or of a watched path", _OPENS, _OPEN,
-          (*PATHS, FLAGS_OPEN, MODE, WATCHED)),
+    EventKind("open", 10, "file", "open for writing, or of a watched path, or of another "
+              "process's memory (`/proc/PID/mem`); every `open_by_handle_at`",
+              syscalls=(*_OPENS, "open_by_handle_at"),
+              decoding=Decoding("file", _OPEN, by_syscall={"open_by_handle_at": by_handle}),
+              fields=(*PATHS, FLAGS_OPEN, MODE, WATCHED, *_MEM_TARGET, *_HANDLE),
+              summary=_path, path="file.path"),
     _kind("create", 11, "a file created by open/openat/creat", _OPENS, _OPEN,
           (*PATHS, FLAGS_OPEN, MODE, CREATED)),
     _kind("unlink", 12, "a file removed", ("unlink", "unlinkat"), (Path("path", 0),), PATHS,

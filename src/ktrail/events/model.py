@@ -39,6 +39,7 @@ class SysFlags(enum.IntFlag):
     CREATED = 256
     WATCHED = 512
     SQPOLL = 1024       # io_uring: submitted by the ring's kernel thread
+    PROC_MEM = 2048     # open: /proc/PID/mem; args[3], args[4] name its process
 
 
 @dataclass(frozen=True)
@@ -238,10 +239,15 @@ def decode(d: Decoding, args: list[int], strs: list[Any], flags: int,
         objs = build(args, strs)
         if d.fields:
             objs[d.obj].update(decode_fields(d, args, strs, flags))
-        return objs
-    obj = decode_fields(d, args, strs, flags)
-    if flags & SysFlags.CREATED:
-        obj["created"] = True
-    if flags & SysFlags.WATCHED:
-        obj["watched"] = True
-    return {d.obj: obj}
+    else:
+        objs = {d.obj: decode_fields(d, args, strs, flags)}
+    if flags & (SysFlags.CREATED | SysFlags.WATCHED | SysFlags.PROC_MEM):
+        obj = objs[d.obj]
+        if flags & SysFlags.CREATED:
+            obj["created"] = True
+        if flags & SysFlags.WATCHED:
+            obj["watched"] = True
+        if flags & SysFlags.PROC_MEM:
+            # The enricher names it (exec_id, exe, comm, self) from the table.
+            obj["mem_target"] = {"pid": args[3] or None, "start_ns": args[4]}
+    return objs

@@ -23,12 +23,25 @@ BY_ID: dict[int, EventKind] = {k.id: k for k in KINDS}
 # enum kt_event_type.
 EventType = enum.IntEnum("EventType", [(k.name.upper(), k.id) for k in KINDS])
 
+# Syscalls added to a type after types with higher ids had taken the next
+# values: each is numbered as if the type with the id given here had it, so
+# no existing value moves (bpf/ktrail.h is append-only).
+ADDED_SYSCALLS: dict[str, int] = {"open_by_handle_at": 41}
+
 # enum kt_syscall: every syscall of the kt_sys_event types, in registry order
 # (new syscalls take the next values), named as in C (KT_SC_<name>).
-_SYS_NAMES: list[str] = []
-for _k in KINDS:
-    if _k.record == "kt_sys_event":
-        _SYS_NAMES += [s for s in _k.syscalls if s not in _SYS_NAMES]
+def _syscall_order() -> list[str]:
+    names: list[str] = []
+    added = sorted(ADDED_SYSCALLS.items(), key=lambda kv: kv[1])
+    for k in (*KINDS, None):
+        while added and (k is None or added[0][1] < k.id):
+            names.append(added.pop(0)[0])
+        if k is not None and k.record == "kt_sys_event":
+            names += [s for s in k.syscalls if s not in names and s not in ADDED_SYSCALLS]
+    return names
+
+
+_SYS_NAMES = _syscall_order()
 Syscall = enum.IntEnum("Syscall", [(name, i + 1) for i, name in enumerate(_SYS_NAMES)])
 SYSCALL_NAMES: dict[int, str] = {int(s): s.name for s in Syscall}
 
@@ -105,6 +118,8 @@ KERNEL_TEXT: tuple[str, ...] = (
     "file.path", "file.new_path", "file.target", "net.path",
     "prctl.name", "prctl.old_name", "memfd.name",
     "kill.target.exe", "kill.target.comm", "ptrace.target.exe", "ptrace.target.comm",
+    "process_vm.target.exe", "process_vm.target.comm", "file.mem_target.exe",
+    "file.mem_target.comm",
     "module.file", "module.name", "module.params", "bpf.prog_name", "bpf.tracepoint",
     "mount.source", "mount.fstype", "mount.target", "io_uring.path",
     "device.devpath", "device.subsystem", "device.devname", "device.devtype",

@@ -45,6 +45,12 @@ def memfd(args: list[int], strs: list[Any]) -> Objects:
     return {"memfd": {"name": text_slot(strs[0]), "flags": bits(args[0], MFD)}}
 
 
+def process_vm(args: list[int], strs: list[Any]) -> Objects:
+    return {"process_vm": {"target": {"pid": signed64(args[0])}, "local_iovcnt": args[1],
+                           "remote_iovcnt": args[2], "len": args[3], "flags": args[4],
+                           "addr": args[5]}}
+
+
 def exec_memory(args: list[int], strs: list[Any]) -> Objects:
     anon = bool(args[3] & 0x20)
     return {"memory": {"addr": args[0], "len": args[1], "prot": bits(args[2], PROT),
@@ -82,6 +88,11 @@ def _setuid_summary(e: Event) -> str:
     want = "/".join("-" if asked.get(k) is None else str(asked[k])
                     for k in ("real", "effective", "saved"))
     return f"{want} -> {now.get('real')}/{now.get('effective')}/{now.get('saved')}"
+
+
+def _process_vm_summary(e: Event) -> str:
+    op = "write" if e["evt"].get("syscall") == "process_vm_writev" else "read"
+    return f"{op} {e['process_vm'].get('len')} bytes of {_target(e['process_vm'])}"
 
 
 def _memory_summary(e: Event) -> str:
@@ -173,4 +184,21 @@ KINDS = (
                                  f"{e['privilege_escalation'].get('euid')} in "
                                  f"{e['evt'].get('syscall')}"),
               falco=()),
+    EventKind("process_vm", 42, "task", "another process's memory read or written with "
+              "process_vm_readv or process_vm_writev",
+              syscalls=("process_vm_readv", "process_vm_writev"),
+              decoding=Decoding("process_vm", build=process_vm),
+              fields=(Field("process_vm.target.pid", "int", "the process whose memory it is, "
+                            "as the caller named it"),
+                      Field("process_vm.target.exec_id", "string or null", "its identity, "
+                            "from the process table"),
+                      Field("process_vm.target.exe", "string or null", "its program"),
+                      Field("process_vm.target.comm", "string or null", "its comm"),
+                      Field("process_vm.local_iovcnt", "int", "buffers in the caller"),
+                      Field("process_vm.remote_iovcnt", "int", "ranges in the target"),
+                      Field("process_vm.len", "int", "bytes asked for in the target's first "
+                            "4 ranges (`evt.retval`: bytes moved)"),
+                      Field("process_vm.addr", "int", "start of the target's first range"),
+                      Field("process_vm.flags", "int", "the flags argument (0)")),
+              summary=_process_vm_summary),
 )
