@@ -1,0 +1,94 @@
+"""Tamper with the real sensor: stop it, stop its store process. Each is
+alerted once, and the heartbeats show the silence.
+
+Only this test's own sensor writes to its output file, and the alerts looked
+at name that sensor's pids."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from sensorkit import jsonl
+from test_store_own_process import store_child
+
+pytestmark = pytest.mark.root
+
+
+def _time_s(e: dict[str, Any]) -> float:
+    # RFC 3339 with nanoseconds; the seconds within the day are enough here.
+    t = e["evt"]["time"]
+    h, m, s = t[11:13], t[14:16], t[17:-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _wait_for(path: str, pred: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path, "rb") as f:
+            found = [e for e in jsonl(f.read().rsplit(b"\n", 1)[0]) if pred(e)]
+        if found:
+            return found
+        time.sleep(0.2)
+    return []
+
+
+def test_sigstop_of_the_sensor_raises_one_tamper_alert(sensor) -> None:
+    s = sensor("--stall-threshold", "3", "--heartbeat-interval", "1")
+    pid = s.proc.pid
+    assert _wait_for(s.out_path, lambda e: e["evt"]["type"] == "heartbeat")
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(6)
+    os.kill(pid, signal.SIGCONT)
+    # Reported within seconds of resuming.
+    mine = lambda e: (e["evt"]["type"] == "alert"  # noqa: E731
+                      and (e.get("tamper") or {}).get("pid") == pid)
+    assert _wait_for(s.out_path, mine, timeout=15)
+    time.sleep(3)   # heartbeats after the stop
+    t = s.stop()
+    assert t.returncode == 0, t.stderr
+    alerts = [e for e in t.of_type("alert") if (e.get("tamper") or {}).get("pid") == pid]
+    assert len(alerts) == 1, alerts
+    a = alerts[0]
+    assert a["alert"]["rule"] == "Sensor stopped"
+    assert a["alert"]["priority"] == "CRITICAL" and a["alert"]["mitre"] == ["T1562.001"]
+    assert a["tamper"]["process"] == "sensor"
+    assert 5.5 <= a["tamper"]["seconds"] < 60
+    assert f"did not run for {a['tamper']['seconds']:.1f} s" in a["alert"]["output"]
+    beats = t.heartbeats
+    seqs = [b["heartbeat"]["seq"] for b in beats]
+    assert seqs == list(range(1, len(seqs) + 1))   # none lost on the way
+    times = [_time_s(b) for b in beats]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) >= 5.5                        # the silence, downstream
+    after = [tm for tm in times if tm > times[gaps.index(max(gaps))]]
+    assert len(after) >= 2                          # and they resumed
+    assert beats[-1]["heartbeat"]["stalls"] == 1
+    assert t.final["tamper"]["stalls"] == 1 and t.final["tamper"]["alerts"] == 1
+
+
+def test_sigstop_of_the_store_process_raises_one_alert_while_stopped(sensor) -> None:
+    s = sensor("--stall-threshold", "2", "--heartbeat-interval", "1")
+    child = store_child(s.proc.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        mine = lambda e: (e["evt"]["type"] == "alert"  # noqa: E731
+                          and (e.get("tamper") or {}).get("pid") == child)
+        # Alerted while it is still stopped: the sensor itself goes on.
+        assert _wait_for(s.out_path, mine, timeout=20)
+        time.sleep(3)   # still stopped: no second alert
+    finally:
+        os.kill(child, signal.SIGCONT)
+    t = s.stop()
+    assert t.returncode == 0, t.stderr
+    alerts = [e for e in t.of_type("alert") if (e.get("tamper") or {}).get("pid") == child]
+    assert len(alerts) == 1, alerts
+    a = alerts[0]
+    assert a["alert"]["rule"] == "Sensor store stopped"
+    assert a["tamper"]["process"] == "store" and a["tamper"]["seconds"] >= 2
+    assert t.final["tamper"]["children"]["store"] == {"pid": child, "stops": 1}
+    assert t.final["tamper"]["stalls"] == 0
