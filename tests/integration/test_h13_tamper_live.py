@@ -92,3 +92,72 @@ def test_sigstop_of_the_store_process_raises_one_alert_while_stopped(sensor) -> 
     assert a["tamper"]["process"] == "store" and a["tamper"]["seconds"] >= 2
     assert t.final["tamper"]["children"]["store"] == {"pid": child, "stops": 1}
     assert t.final["tamper"]["stalls"] == 0
+
+
+# PTRACE_SEIZE (0x4206) of a pid, then exit: the kernel detaches a tracer
+# that exits, and a seize does not stop the tracee.
+SEIZE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.ptrace(0x4206, int(sys.argv[1]), None, None)
+print(r, ctypes.get_errno(), flush=True)
+"""
+
+
+def _alerts_on(t: Any, tracer: int) -> list[dict[str, Any]]:
+    return [e for e in t.of_type("alert") if e["alert"]["rule"] == "Sensor traced"
+            and e["proc"]["pid"] == tracer]
+
+
+def test_ptrace_of_the_sensor_and_its_store_is_alerted(sensor) -> None:
+    import subprocess
+    import sys
+    s = sensor()
+    child = store_child(s.proc.pid)
+    # As root: the seize works. As nobody: refused (EPERM), still an attempt.
+    root = subprocess.run([sys.executable, "-c", SEIZE, str(s.proc.pid)],
+                          capture_output=True, text=True, timeout=30)
+    nobody = subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534",
+                               "--clear-groups", sys.executable, "-c", SEIZE, str(child)],
+                              stdout=subprocess.PIPE, text=True)
+    out, _ = nobody.communicate(timeout=30)
+    # A process of our own, not ktrail: a ptrace of it is no tamper.
+    with subprocess.Popen(["sleep", "30"]) as sleeper:
+        other = subprocess.run([sys.executable, "-c", SEIZE, str(sleeper.pid)],
+                               capture_output=True, text=True, timeout=30)
+        sleeper.kill()
+    assert root.stdout.split() == ["0", "0"], root
+    assert out.split()[0] == "-1" and out.split()[1] == "1", out  # EPERM
+    t = s.stop()
+    assert t.returncode == 0, t.stderr
+    by_root = _alerts_on(t, root_pid(t, s.proc.pid))
+    assert len(by_root) == 1, t.of_type("alert")
+    a = by_root[0]
+    ev = a["alert"]["events"][0]
+    assert ev["ptrace"]["target"] == {**ev["ptrace"]["target"], "pid": s.proc.pid,
+                                      "is_ktrail": True}
+    assert a["alert"]["priority"] == "CRITICAL" and "T1562.001" in a["alert"]["mitre"]
+    assert ev["evt"]["error"] is None
+    # The tracer is named with its lineage: this test's process is an ancestor.
+    assert any(p["pid"] == os.getpid() for p in a["proc"]["ancestors"])
+    by_nobody = _alerts_on(t, nobody.pid)
+    assert len(by_nobody) == 1
+    ev = by_nobody[0]["alert"]["events"][0]
+    assert ev["ptrace"]["target"]["pid"] == child and ev["ptrace"]["target"]["is_ktrail"]
+    assert ev["evt"]["error"] == "EPERM" and by_nobody[0]["user"]["uid"] == 65534
+    # The ptrace of an ordinary process is recorded, not alerted as tamper.
+    others = [e for e in t.events if e["evt"]["type"] == "ptrace"
+              and e["ptrace"]["target"]["pid"] == sleeper.pid]
+    assert others and not others[0]["ptrace"]["target"]["is_ktrail"]
+    assert other.stdout.split() == ["0", "0"]
+    assert not [e for e in t.of_type("alert") if e["alert"]["rule"] == "Sensor traced"
+                and e["alert"]["events"][0]["ptrace"]["target"]["pid"] == sleeper.pid]
+
+
+def root_pid(t: Any, sensor_pid: int) -> int:
+    """The pid of the root tracer: the one ptrace event aimed at the sensor
+    itself by a child of this test."""
+    hits = [e for e in t.started_by(os.getpid(), "ptrace")
+            if e["ptrace"]["target"]["pid"] == sensor_pid]
+    assert len(hits) == 1, hits
+    return hits[0]["proc"]["pid"]

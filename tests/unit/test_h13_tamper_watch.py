@@ -132,3 +132,16 @@ def test_a_stop_of_the_loop_raises_one_tamper_alert(tmp_path: Path) -> None:
     lines = text.decode().splitlines()
     assert any("ALERT CRITICAL Sensor stopped [T1562.001]" in ln for ln in lines)
     assert any(ln.startswith("heartbeat  seq=1 ") for ln in lines)
+
+
+def test_a_kill_or_ptrace_target_is_marked_when_it_is_ktrail(tmp_path: Path) -> None:
+    import os
+    e = make_enricher(tmp_path)
+    mine = {"pid": os.getpid()}
+    e._target({"target": mine})
+    assert mine["is_ktrail"] is True
+    e.own_pids = frozenset({os.getpid(), 4242})   # the builder adds ktrail-store's
+    other, store, none = {"pid": 4243}, {"pid": 4242}, {"pid": None}
+    for t in (other, store, none):
+        e._target({"target": t})
+    assert (other["is_ktrail"], store["is_ktrail"], none["is_ktrail"]) == (False, True, False)
