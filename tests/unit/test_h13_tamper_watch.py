@@ -145,3 +145,13 @@ def test_a_kill_or_ptrace_target_is_marked_when_it_is_ktrail(tmp_path: Path) -> 
     for t in (other, store, none):
         e._target({"target": t})
     assert (other["is_ktrail"], store["is_ktrail"], none["is_ktrail"]) == (False, True, False)
+
+
+def test_a_tamper_alert_on_a_terminal_has_no_empty_process_line() -> None:
+    from ktrail.engine.tamper import Stall, stopped_alert
+    line = Text().line(stopped_alert(Stall(10.23), "sensor", 1234,
+                                     "2026-11-30T10:00:00.123456789Z"))
+    assert line.splitlines() == [
+        "!!! 10:00:00.123456 ALERT CRITICAL Sensor stopped [T1562.001]",
+        "    ktrail (pid 1234) did not run for 10.2 s (stopped: SIGSTOP, a debugger or a "
+        "freezer); kernel events of that time waited in the ring or were counted as lost"]

@@ -145,8 +145,9 @@ class Text:
                          f"{a['rule']}")
         tags = printable(f" [{', '.join(a['mitre'])}]") if a.get("mitre") else ""
         # Our own line breaks and indent; the rule's text and the chain escaped.
-        text = (f"{head}{tags}\n    {printable(str(a['output']))}\n"
-                f"    process: {printable(' < '.join(chain))}")
+        text = f"{head}{tags}\n    {printable(str(a['output']))}"
+        if e.get("proc"):  # the sensor's own tamper alerts have none
+            text += f"\n    process: {printable(' < '.join(chain))}"
         return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"
 
     def encode(self, events: list[Event]) -> bytes:
