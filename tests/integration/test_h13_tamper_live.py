@@ -161,3 +161,20 @@ def root_pid(t: Any, sensor_pid: int) -> int:
             if e["ptrace"]["target"]["pid"] == sensor_pid]
     assert len(hits) == 1, hits
     return hits[0]["proc"]["pid"]
+
+
+def test_sigstop_sent_to_the_sensor_is_alerted_in_the_full_profile(sensor) -> None:
+    import subprocess
+    s = sensor("--profile", "full")
+    stopper = subprocess.run(["kill", "-STOP", str(s.proc.pid)], check=True)
+    assert stopper.returncode == 0
+    time.sleep(0.5)   # well under --stall-threshold: this is about the signal
+    os.kill(s.proc.pid, signal.SIGCONT)
+    t = s.stop()
+    assert t.returncode == 0, t.stderr
+    hits = [e for e in t.started_by(os.getpid(), "alert")
+            if e["alert"]["rule"] == "Sensor signalled"]
+    assert len(hits) == 1, t.of_type("alert")
+    ev = hits[0]["alert"]["events"][0]
+    assert ev["kill"]["signal"] == "SIGSTOP" and ev["kill"]["target"]["pid"] == s.proc.pid
+    assert ev["kill"]["target"]["is_ktrail"] is True and hits[0]["proc"]["comm"] == "kill"
