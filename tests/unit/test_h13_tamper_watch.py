@@ -155,3 +155,16 @@ def test_a_tamper_alert_on_a_terminal_has_no_empty_process_line() -> None:
         "!!! 10:00:00.123456 ALERT CRITICAL Sensor stopped [T1562.001]",
         "    ktrail (pid 1234) did not run for 10.2 s (stopped: SIGSTOP, a debugger or a "
         "freezer); kernel events of that time waited in the ring or were counted as lost"]
+
+
+def test_replay_passes_over_heartbeat_and_stats_records() -> None:
+    from ktrail.rules.trail import Trail
+    lines = [b'{"evt":{"type":"heartbeat","time":"2026-11-30T10:00:00.000000000Z"},'
+             b'"heartbeat":{"seq":1}}',
+             b'{"evt":{"type":"stats","time":"2026-11-30T10:00:00.000000000Z"},"stats":{}}',
+             b'{"evt":{"type":"heartbeat"}}']   # not a record of ours: no heartbeat object
+    reported: list[str] = []
+    trail = Trail(io.BytesIO(b"\n".join(lines) + b"\n"),
+                  lambda n, why: reported.append(f"{n}: {why}"))
+    assert list(trail) == []
+    assert trail.records == 2 and reported == ["3: not a ktrail event (no proc object)"]
