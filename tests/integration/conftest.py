@@ -44,6 +44,7 @@ class Trace:
     stderr: str
     returncode: int
     stats: list[dict[str, Any]] = field(default_factory=list)
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)  # whole records
 
     def of_type(self, etype: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["evt"]["type"] == etype]
@@ -53,7 +54,7 @@ class Trace:
 
     def by_pid(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
         """Events of process `pid` (of type `etype` only, if given)."""
-        return [e for e in self.events if e["proc"]["pid"] == pid
+        return [e for e in self.events if (e.get("proc") or {}).get("pid") == pid
                 and (etype is None or e["evt"]["type"] == etype)]
 
     def started_by(self, pid: int, etype: str | None = None) -> list[dict[str, Any]]:
@@ -62,7 +63,8 @@ class Trace:
         By the lineage the sensor recorded, which survives reparenting: other
         processes on the machine make events too, and a test must look at its own."""
         return [e for e in self.events
-                if any(a["pid"] == pid for a in e["proc"].get("ancestors") or ())
+                # The sensor's own tamper alerts have no process.
+                if any(a["pid"] == pid for a in (e.get("proc") or {}).get("ancestors") or ())
                 and (etype is None or e["evt"]["type"] == etype)]
 
     @property
@@ -116,15 +118,16 @@ class Sensor:
         self.proc.send_signal(sig)
         _, err = self.proc.communicate(timeout=timeout)
         text = "".join(self._err) + err.decode()
-        events, stats = [], []
+        events, stats, beats = [], [], []
         with open(self.out_path, "rb") as f:
             out = f.read()
         os.unlink(self.out_path)
         if self.store_dir is not None:
             shutil.rmtree(self.store_dir, ignore_errors=True)
         for e in jsonl(out):
-            (stats if e["evt"]["type"] == "stats" else events).append(e)
-        return Trace(events, text, self.proc.returncode, [s["stats"] for s in stats])
+            kind = e["evt"]["type"]
+            (stats if kind == "stats" else beats if kind == "heartbeat" else events).append(e)
+        return Trace(events, text, self.proc.returncode, [s["stats"] for s in stats], beats)
 
 
 @pytest.fixture

@@ -214,6 +214,10 @@ def test_the_default_timeout_applies(good_store: Path, run_cli: RunCli,
     (["--ring-size", "99999999999999999999G"], "--ring-size"),
     (["--max-procs", "99999999999999999999"], "--max-procs"),
     (["--rotate-keep", "99999999999999999999"], "--rotate-keep"),
+    (["--heartbeat-interval", "-1"], "--heartbeat-interval must be 0 or more seconds"),
+    (["--heartbeat-interval", "inf"], "--heartbeat-interval must be 0 or more seconds"),
+    (["--stall-threshold", "0.5"], "--stall-threshold must be 0 (off) or at least 1 second"),
+    (["--stall-threshold", "nan"], "--stall-threshold must be 0 (off) or at least 1 second"),
 ])
 def test_run_ranges(argv: list[str], needle: str, run_cli: RunCli,
                     no_kernel: list[str]) -> None:

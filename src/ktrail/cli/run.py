@@ -18,6 +18,7 @@ from ktrail.config import load as load_config
 from ktrail.engine.builder import SensorOptions, build
 from ktrail.engine.detect import Detector, RulesError
 from ktrail.engine.pipeline import RunOptions
+from ktrail.engine.tamper import DEFAULT_HEARTBEAT_S, DEFAULT_STALL_S
 from ktrail.loader import features
 from ktrail.loader.catalog import CATALOG, UnknownEvent, parse_events
 from ktrail.loader.profiles import PROFILES
@@ -95,7 +96,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="load only the --rules files, not the default rule set")
     p.add_argument("--no-rules", action="store_true", help="record only; no detection")
     p.add_argument("--alerts-only", action="store_true",
-                   help="write alerts only, not the events (stats records still go out)")
+                   help="write alerts only, not the events (stats and heartbeat records "
+                        "still go out)")
     p.add_argument("--syscall-hooks", choices=("auto", "tracepoint"), default="auto",
                    help="how syscalls are hooked: auto = fentry/fexit where the kernel allows "
                         "(costs only the hooked syscalls), else tracepoints (any enabled "
@@ -103,6 +105,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: auto)")
     p.add_argument("--stats-interval", type=float, default=60.0, metavar="SECONDS",
                    help="emit a stats record this often; 0 = only at exit (default: 60)")
+    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_S,
+                   metavar="SECONDS",
+                   help="emit a small heartbeat record this often, so that silence shows "
+                        f"downstream; 0 = none (default: {DEFAULT_HEARTBEAT_S:g})")
+    p.add_argument("--stall-threshold", type=float, default=DEFAULT_STALL_S, metavar="SECONDS",
+                   help="the sensor or its store process not running for this long (SIGSTOP, "
+                        "a debugger) raises a tamper alert; 0 = not checked "
+                        f"(default: {DEFAULT_STALL_S:g})")
     p.add_argument("--max-procs", type=int, default=65536, metavar="N",
                    help="process table bound; evictions are counted (default: 65536)")
     st = p.add_argument_group("audit trail store", "an SQLite database `ktrail query` and "
@@ -209,6 +219,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--duration must be a positive number of seconds, not {args.duration}")
     if not (0 <= args.stats_interval < math.inf):
         raise CliError(f"--stats-interval must be 0 or more seconds, not {args.stats_interval}")
+    if not (0 <= args.heartbeat_interval < math.inf):
+        raise CliError("--heartbeat-interval must be 0 or more seconds, not "
+                       f"{args.heartbeat_interval}")
+    # Under a second a busy loop iteration on a loaded machine would count.
+    if not (args.stall_threshold == 0 or 1 <= args.stall_threshold < math.inf):
+        raise CliError("--stall-threshold must be 0 (off) or at least 1 second, not "
+                       f"{args.stall_threshold}")
     if args.max_procs < 1:
         raise CliError("--max-procs must be at least 1")
     # More entries than the kernel can have pids is no bound at all.
@@ -288,7 +305,9 @@ def run(args: argparse.Namespace) -> int:
             open_writes=profile.open_writes, ptrace_all=profile.ptrace_all,
             raw_fallback=profile.raw_fallback, uring_all=profile.uring_all,
             ignore=config.ignore, syscall_hooks=args.syscall_hooks),
-        run=RunOptions(duration=args.duration, stats_interval=args.stats_interval),
+        run=RunOptions(duration=args.duration, stats_interval=args.stats_interval,
+                       heartbeat_interval=args.heartbeat_interval,
+                       stall_threshold=args.stall_threshold),
         reader=args.reader, max_procs=args.max_procs, detector=detector,
         sinks=[output], store=store)
     try:

@@ -7,6 +7,7 @@ what is measured and tested is what runs.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -87,6 +88,8 @@ def build(opts: SensorOptions, warn: TextIO = sys.stderr,
             closers.append(uevents.close)
         enricher = Enricher(table, clock, usermode_helpers="usermode_helper" in hooks,
                             exec_events="exec" in hooks, watch=opts.sensor.watch_paths)
+        enricher.own_pids = frozenset(
+            {os.getpid()} | {pid for s in sinks if (pid := getattr(s, "pid", None)) is not None})
         pipeline = Pipeline(sensor, reader, opts.reader, enricher, sinks, opts.run,
                             ignore=IgnoreFilter(opts.sensor.ignore), uevents=uevents,
                             detector=detector, warn=warn)

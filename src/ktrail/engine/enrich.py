@@ -152,6 +152,9 @@ class Enricher:
         self.context_evictions = 0
         self.malformed = 0  # records refused (see _MALFORMED): stats.reader.refused
         self._memo: dict[tuple, Objects] = {}  # one batch's decoded syscall objects
+        # The sensor's own processes (itself, ktrail-store): a kill or ptrace
+        # aimed at them is tamper, which a rule cannot tell from a pid alone.
+        self.own_pids: frozenset[int] = frozenset({os.getpid()})
 
     def process(self, batch: Batch) -> list[Event]:
         if not len(batch):
@@ -278,6 +281,7 @@ class Enricher:
         target["exec_id"] = p.exec_id if p else None
         target["exe"] = p.exe if p else None
         target["comm"] = p.comm if p else None
+        target["is_ktrail"] = target.get("pid") in self.own_pids
 
     def _mem_target(self, target: dict[str, Any], pid: int) -> None:
         """Names the process of a /proc/PID/mem open: the kernel gave its

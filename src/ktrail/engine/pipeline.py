@@ -13,6 +13,7 @@ appears, and the final record reconciles the two.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import deque
@@ -23,6 +24,13 @@ from ktrail.decode.decoder import LossTracker, RawBatch, decode
 from ktrail.engine.detect import Detector
 from ktrail.engine.enrich import Enricher, Event
 from ktrail.engine.filters import IgnoreFilter
+from ktrail.engine.tamper import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_STALL_S,
+    ChildWatch,
+    StallDetector,
+    stopped_alert,
+)
 from ktrail.loader.sensor import KernelStats, Sensor
 from ktrail.memory import Trimmer
 from ktrail.sinks.base import Batch, Sink
@@ -60,6 +68,12 @@ class RunOptions:
     # checks, stats records, a stop request): health records stay on time
     # while the reader always has work.
     drain_budget: float = 0.1
+    # A small record through every sink this often, so that silence shows
+    # downstream; 0: none.
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_S
+    # The loop not running for this long is a stop (SIGSTOP, a debugger, a
+    # freezer) and raises a tamper alert; 0: not checked.
+    stall_threshold: float = DEFAULT_STALL_S
 
 
 class Pipeline:
@@ -99,6 +113,12 @@ class Pipeline:
         self._pending: deque[RawBatch] = deque()
         self.chunk_records = CHUNK_RECORDS
         self.memory = Trimmer()
+        self.heartbeats = 0
+        self.tamper_alerts = 0
+        self.stall = StallDetector(options.stall_threshold or float("inf"))
+        # Helper processes (the store's) watched for being stopped.
+        self.children = [ChildWatch(s.name, pid, options.stall_threshold)
+                         for s in sinks if (pid := getattr(s, "pid", None)) is not None]
 
     def stop(self, *_: Any) -> None:
         """Signal-safe: the loop notices within one drain interval."""
@@ -144,8 +164,14 @@ class Pipeline:
         deadline = None if opts.duration is None else time.monotonic() + opts.duration
         next_stats = time.monotonic() + opts.stats_interval if opts.stats_interval else None
         next_check = time.monotonic() + opts.loss_check_interval
+        next_beat = time.monotonic() if opts.heartbeat_interval else None
+        self.stall.reset()
         try:
             while not self.stopping:
+                stall = self.stall.check()
+                if stall is not None:
+                    self._tamper(stopped_alert(stall, "sensor", os.getpid(),
+                                               self.clock.time(self.clock.now_boot_ns())))
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     break
@@ -173,6 +199,11 @@ class Pipeline:
                     self.memory.tick()
                     self.sensor.tick()
                     self._check_loss()
+                    self._watch_children()
+                if next_beat is not None and now >= next_beat:
+                    # Not on a grid: after a stop, one record now, then the pace.
+                    next_beat = now + opts.heartbeat_interval
+                    self._emit_heartbeat()
                 if next_stats is not None and now >= next_stats:
                     # On the interval's grid, so lateness does not add up.
                     next_stats += opts.stats_interval
@@ -216,6 +247,51 @@ class Pipeline:
             if emit:
                 self._emit_stats(ks=ks)
 
+    def _tamper(self, alert: Event) -> None:
+        """A tamper alert of the sensor's own, through every sink."""
+        self.tamper_alerts += 1
+        batch = Batch([], [alert])
+        for sink in self.sinks:
+            sink.submit(batch)
+
+    def _watch_children(self) -> None:
+        for w in self.children:
+            stall = w.check()
+            if stall is not None:
+                self._tamper(stopped_alert(stall, w.name, w.pid,
+                                           self.clock.time(self.clock.now_boot_ns())))
+
+    def _emit_heartbeat(self) -> None:
+        """Cheap: counters the loop already keeps, and one read of the
+        kernel's per-CPU counters."""
+        self.heartbeats += 1
+        sinks = {s.name: s for s in self.sinks}
+        out = sinks.get("output")
+        store = sinks.get("store")
+        ost = out.stats() if out is not None else None
+        sst = store.stats() if store is not None else None
+        beat = {
+            "seq": self.heartbeats,
+            "interval_s": self.options.heartbeat_interval,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "pid": os.getpid(),
+            "events_total": sum(self.enricher.counts.values()),
+            "lost": {
+                "kernel": self.sensor.kernel_stats().dropped_total,
+                "seq_gaps": self.loss.gaps,
+                "output": None if ost is None else ost.get("dropped_events"),
+                "store": None if sst is None else sst["shed"] + sst["failed"],
+            },
+            "stalls": self.stall.stalls,
+            "tamper_alerts": self.tamper_alerts,
+        }
+        record = Batch([], records=[{"evt": {"type": "heartbeat",
+                                             "time": self.clock.time(self.clock.now_boot_ns())},
+                                     "heartbeat": beat}])
+        for sink in self.sinks:
+            if sink.records:
+                sink.submit(record)
+
     def stats(self, ks: KernelStats | None = None, final: bool = False) -> dict[str, Any]:
         ks = ks or self.sensor.kernel_stats()
         enricher = self.enricher
@@ -249,6 +325,9 @@ class Pipeline:
             "memory": self.memory.stats(),
             "detection": None if self.detector is None else self.detector.stats(),
             "store": None,
+            "tamper": {**self.stall.stats(), "heartbeats": self.heartbeats,
+                       "alerts": self.tamper_alerts,
+                       "children": {w.name: w.stats() for w in self.children}},
         }
         for name, sink in sinks.items():
             st = sink.stats()

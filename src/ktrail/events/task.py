@@ -122,7 +122,9 @@ KINDS = (
                       Field("kill.target.exec_id", "string or null", "the target's identity, "
                             "from the process table"),
                       Field("kill.target.exe", "string or null", "the target's program"),
-                      Field("kill.target.comm", "string or null", "the target's comm")),
+                      Field("kill.target.comm", "string or null", "the target's comm"),
+                      Field("kill.target.is_ktrail", "bool", "the target is this ktrail "
+                            "sensor or its `ktrail-store` process (tamper)")),
               summary=lambda e: f"{e['kill'].get('signal')} -> {_target(e['kill'])}"),
     EventKind("ptrace", 29, "task", "ptrace: attach, seize and memory writes (every request "
               "in the full profile)",
@@ -133,6 +135,8 @@ KINDS = (
                       Field("ptrace.target.exec_id", "string or null", "its identity"),
                       Field("ptrace.target.exe", "string or null", "its program"),
                       Field("ptrace.target.comm", "string or null", "its comm"),
+                      Field("ptrace.target.is_ktrail", "bool", "the target is this ktrail "
+                            "sensor or its `ktrail-store` process (tamper)"),
                       Field("ptrace.addr", "int", "the request's address argument"),
                       Field("ptrace.data", "int", "the request's data argument")),
               summary=lambda e: f"{e['ptrace'].get('request')} {_target(e['ptrace'])}"),

@@ -92,7 +92,7 @@ class JsonLines:
         return join(json_lines(events))
 
 
-_COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35"}
+_COLORS = {"exec": "32", "fork": "36", "exit": "33", "stats": "35", "heartbeat": "35"}
 
 
 class Text:
@@ -115,6 +115,9 @@ class Text:
         if etype == "stats":
             return self._paint(_COLORS["stats"],
                                "stats  " + printable(stats_summary(e["stats"])))
+        if etype == "heartbeat":
+            return self._paint(_COLORS["heartbeat"],
+                               "heartbeat  " + printable(heartbeat_summary(e["heartbeat"])))
         if etype == "alert":
             return self.alert(e)
         proc, user = e["proc"], e.get("user") or {}
@@ -142,14 +145,21 @@ class Text:
                          f"{a['rule']}")
         tags = printable(f" [{', '.join(a['mitre'])}]") if a.get("mitre") else ""
         # Our own line breaks and indent; the rule's text and the chain escaped.
-        text = (f"{head}{tags}\n    {printable(str(a['output']))}\n"
-                f"    process: {printable(' < '.join(chain))}")
+        text = f"{head}{tags}\n    {printable(str(a['output']))}"
+        if e.get("proc"):  # the sensor's own tamper alerts have none
+            text += f"\n    process: {printable(' < '.join(chain))}"
         return f"\x1b[1;31m{text}\x1b[0m" if self.color else f"!!! {text}"
 
     def encode(self, events: list[Event]) -> bytes:
         if not events:
             return b""
         return ("\n".join(self.line(e) for e in events) + "\n").encode("utf-8", "replace")
+
+
+def heartbeat_summary(h: dict[str, Any]) -> str:
+    lost = h["lost"]
+    return (f"seq={h['seq']} events={h['events_total']} lost={lost['kernel']} "
+            f"stalls={h['stalls']}")
 
 
 def stats_summary(s: dict[str, Any]) -> str:

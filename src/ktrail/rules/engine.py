@@ -65,7 +65,7 @@ class Engine:
         alerts: list[Event] = []
         for e in events:
             etype = e["evt"]["type"]
-            if etype in ("stats", "alert"):
+            if etype in ("stats", "heartbeat", "alert"):
                 continue
             for r in self.by_type.get(etype, self.any_type):
                 if self.profile:

@@ -140,6 +140,15 @@ def _show(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _sensor_record(e: Any) -> bool:
+    """A stats or heartbeat record of `ktrail run`: in every trail it wrote."""
+    if not isinstance(e, dict):
+        return False
+    evt = e.get("evt")
+    return isinstance(evt, dict) and evt.get("type") in ("stats", "heartbeat") \
+        and isinstance(e.get(evt["type"]), dict)
+
+
 class BadLine(ValueError):
     """A line that is not an event, when reading strictly."""
 
@@ -163,6 +172,7 @@ class Trail:
         self.strict = strict
         self.lines = 0
         self.bad = 0
+        self.records = 0   # stats and heartbeat records passed over
 
     def _lines(self) -> Iterator[tuple[bytes, str | None]]:
         """(line, None), or (b"", why) for a line too long to hold: a file
@@ -191,6 +201,9 @@ class Trail:
                 except orjson.JSONDecodeError as err:
                     why = f"not JSON: {err}"
                 else:
+                    if _sensor_record(e):
+                        self.records += 1   # the sensor's own health: not events
+                        continue
                     why = problem(e)
             if why is None:
                 yield e
