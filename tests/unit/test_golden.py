@@ -68,7 +68,7 @@ NOT_RECORDED = {
     "usermode_helper": "a program the kernel starts: its parent is a kernel thread, "
                        "outside the scenario's process tree",
     "process_vm": "needs a second process to read or write; recorded with its target by "
-                  "tests/integration/test_i13_doors.py instead of growing the golden scenario",
+                  "tests/integration/test_other_doors.py instead of growing the golden scenario",
 }
 
 
